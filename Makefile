@@ -1,0 +1,27 @@
+# All set-up happens here: a fresh machine needs only `make pretrain` or `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test qa bench pretrain phantom clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	# One pip command: torch from the local CPU wheel plus every pinned dependency, resolved together.
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+qa: $(STAMP)
+	$(BIN)/qa-build qa_builder/data/sample_reports.csv out/sample
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_qa_build.py --reports 20000
+
+clean:
+	rm -rf out runs
