@@ -1,0 +1,3 @@
+"""Radiology reports -> findings, labels and QA tables (Parquet)."""
+
+__version__ = "0.1.0"

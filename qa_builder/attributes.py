@@ -1,0 +1,131 @@
+"""Attach attribute words (laterality, location, severity, descriptor, size, change) to findings.
+
+Rule, measured on coordinations such as "left basilar atelectasis and right upper lobe opacity" and
+"bilateral effusions, left greater than right": a word inside a finding span belongs to it; otherwise it
+belongs to the nearest finding on its right when that one is close and no comma or clause break lies
+between (pre-modifier), else to the nearest finding on its left in the same clause (post-modifier,
+"effusion on the left", "cardiomegaly, unchanged").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from spacy.tokens import Doc
+
+GROUPS = ("laterality", "location", "severity", "descriptor", "size", "change")
+_CLAUSE_BREAKS = frozenset({";", ":", "but", "however", "whereas", "while", "although", "though", "which"})
+_PRE_MAX = 5    # tokens between a pre-modifier and its finding
+_POST_MAX = 8   # tokens between a finding and a post-modifier
+_SIZE = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)(?:\s*(?:x|×|by)\s*(\d+(?:\.\d+)?))?(?:\s*(?:x|×|by)\s*(\d+(?:\.\d+)?))?"
+    r"\s*(mm|cm|millimeters?|centimeters?)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(slots=True)
+class Modifier:
+    group: str      # one of GROUPS
+    value: str      # canonical value ("left", "upper lobe", "8 mm")
+    start: int      # token offsets in the sentence doc
+    end: int
+
+
+def find_sizes(doc: Doc) -> list[Modifier]:
+    out = []
+    for m in _SIZE.finditer(doc.text):
+        span = doc.char_span(m.start(), m.end(), alignment_mode="expand")
+        if span is None:
+            continue
+        unit = "mm" if m.group(4).lower().startswith("m") else "cm"
+        dims = " x ".join(d for d in m.groups()[:3] if d)
+        out.append(Modifier("size", f"{dims} {unit}", span.start, span.end))
+    return out
+
+
+def size_in_mm(size: str | None) -> float | None:
+    """Largest dimension in millimetres of a canonical size string ("2.5 x 3 cm" -> 30.0)."""
+    if not size:
+        return None
+    *dims, unit = size.replace(" x ", " ").split()
+    try:
+        largest = max(float(d) for d in dims)
+    except ValueError:
+        return None
+    return largest * (10.0 if unit == "cm" else 1.0)
+
+
+def _breaks_between(doc: Doc, a: int, b: int) -> tuple[bool, bool]:
+    """(clause break, comma) among tokens [a, b)."""
+    clause = comma = False
+    for t in doc[a:b]:
+        low = t.lower_
+        if low in _CLAUSE_BREAKS:
+            clause = True
+        elif low == ",":
+            comma = True
+    return clause, comma
+
+
+def _choose(doc: Doc, findings: list[tuple[int, int]], mod: Modifier) -> int | None:
+    for i, (s, e) in enumerate(findings):
+        if s <= mod.start and mod.end <= e:
+            return i
+    right = next((i for i, (s, _) in enumerate(findings) if s >= mod.end), None)
+    left = next((i for i in range(len(findings) - 1, -1, -1) if findings[i][1] <= mod.start), None)
+    if right is not None:
+        gap = findings[right][0] - mod.end
+        clause, comma = _breaks_between(doc, mod.end, findings[right][0])
+        if gap <= _PRE_MAX and not clause and not comma:
+            return right
+    if left is not None:
+        gap = mod.start - findings[left][1]
+        clause, _ = _breaks_between(doc, findings[left][1], mod.start)
+        if gap <= _POST_MAX and not clause:
+            return left
+    if right is not None:
+        clause, _ = _breaks_between(doc, mod.end, findings[right][0])
+        if findings[right][0] - mod.end <= _POST_MAX and not clause:
+            return right
+    return None
+
+
+def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[Modifier]) -> list[dict]:
+    """One dict of attribute values per finding span (token offsets), in the order given."""
+    collected: list[dict[str, list[tuple[int, str]]]] = [{g: [] for g in GROUPS} for _ in findings]
+    # Longest modifier first so "left greater than right" claims its tokens before "left" does.
+    claimed: set[int] = set()
+    for mod in sorted(modifiers, key=lambda m: (m.start - m.end, m.start)):
+        tokens = range(mod.start, mod.end)
+        if mod.group == "laterality" and any(t in claimed for t in tokens):
+            continue
+        target = _choose(doc, findings, mod)
+        if target is None:
+            continue
+        if mod.group == "laterality":
+            claimed.update(tokens)
+        collected[target][mod.group].append((mod.start, mod.value))
+    return [_resolve(c) for c in collected]
+
+
+def _resolve(found: dict[str, list[tuple[int, str]]]) -> dict:
+    # Values in sentence order, each once.
+    values = {g: list(dict.fromkeys(v for _, v in sorted(found[g]))) for g in GROUPS}
+    lat = values["laterality"]
+    if "bilateral" in lat or ("left" in lat and "right" in lat):
+        laterality = "bilateral"
+    else:
+        laterality = lat[0] if lat else None
+    change = values["change"]
+    # "resolved" outranks "decreased" ("has resolved, previously decreasing"); then the first said.
+    change_value = "resolved" if "resolved" in change else (change[0] if change else None)
+    return {
+        "laterality": laterality,
+        "location": ", ".join(values["location"]) or None,
+        "severity": values["severity"][0] if values["severity"] else None,
+        "descriptor": ", ".join(values["descriptor"]) or None,
+        "size": values["size"][0] if values["size"] else None,
+        "change": change_value,
+    }

@@ -1,0 +1,134 @@
+"""Lexicons as data: findings, attribute words and context cues, loaded into typed records.
+
+The YAML files beside this module are the reviewable source of truth; this module only validates
+them and adds the mechanical variants (simple plurals) so reviewers need not list them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+LEXICON_DIR = Path(__file__).resolve().parent
+LEXICON_FILES = ("findings.yaml", "modifiers.yaml", "context.yaml")
+CONTEXT_KINDS = ("negation", "uncertainty", "probable", "historical")
+TERMSET_KEYS = ("preceding", "following", "pseudo", "termination")
+
+CHEXPERT_LABELS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+    "Fracture", "Support Devices",
+)
+CHESTXRAY14_LABELS = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
+    "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia", "No Finding",
+)
+
+
+class LexiconError(ValueError):
+    """A lexicon file is malformed; the message names the file and entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Predicate:
+    subjects: tuple[str, ...]    # "heart size", "cardiac silhouette"
+    predicates: tuple[str, ...]  # "enlarged", "at the upper limits of normal"
+
+
+@dataclass(frozen=True, slots=True)
+class Concept:
+    name: str                    # canonical snake_case name
+    chexpert: str | None         # CheXpert-14 label it counts towards
+    chestxray14: str | None      # ChestX-ray14 label it counts towards
+    region: str                  # anatomical region (middle-granularity QA)
+    terms: tuple[str, ...]       # lower-cased phrases incl. generated plurals
+    predicates: tuple[Predicate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NormalStatement:
+    concepts: tuple[str, ...]    # concepts a matching phrase negates
+    phrases: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Lexicon:
+    concepts: dict[str, Concept]
+    modifiers: dict[str, dict[str, tuple[str, ...]]]   # group -> canonical value -> phrases
+    termsets: dict[str, dict[str, tuple[str, ...]]]    # context kind -> negspacy termset
+    normal_statements: tuple[NormalStatement, ...]
+    digest: str                                         # sha256 of the YAML files, for the manifest
+
+
+def _plural(term: str) -> str | None:
+    last = term.rsplit(" ", 1)[-1]
+    if not last.isalpha() or len(last) < 3 or last.endswith("s"):
+        return None
+    if last.endswith("y") and last[-2] not in "aeiou":
+        return term[:-1] + "ies"
+    if last.endswith(("x", "ch", "sh")):
+        return term + "es"
+    return term + "s"
+
+
+def _phrases(values, where: str) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+        raise LexiconError(f"{where}: expected a list of non-empty strings (quote YAML words like no/yes)")
+    return tuple(v.strip().lower() for v in values)
+
+
+def _load_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise LexiconError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def load_lexicon(directory: Path | str | None = None) -> Lexicon:
+    directory = Path(directory) if directory else LEXICON_DIR
+    paths = [directory / name for name in LEXICON_FILES]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()
+    findings, modifiers, context = (_load_yaml(p) for p in paths)
+
+    concepts: dict[str, Concept] = {}
+    for name, spec in (findings or {}).get("concepts", {}).items():
+        where = f"findings.yaml:{name}"
+        if spec.get("chexpert") not in (None, *CHEXPERT_LABELS):
+            raise LexiconError(f"{where}: unknown CheXpert label {spec.get('chexpert')!r}")
+        if spec.get("chestxray14") not in (None, *CHESTXRAY14_LABELS):
+            raise LexiconError(f"{where}: unknown ChestX-ray14 label {spec.get('chestxray14')!r}")
+        terms = list(_phrases(spec.get("terms"), f"{where}.terms"))
+        terms += [p for p in map(_plural, terms) if p]
+        predicates = tuple(
+            Predicate(_phrases(p.get("subjects"), f"{where}.predicates"), _phrases(p.get("predicates"), f"{where}.predicates"))
+            for p in spec.get("predicates") or ()
+        )
+        concepts[name] = Concept(name, spec.get("chexpert"), spec.get("chestxray14"), spec.get("region", "other"),
+                                 tuple(dict.fromkeys(terms)), predicates)
+
+    groups = {
+        group: {value: _phrases(phrases, f"modifiers.yaml:{group}.{value}") for value, phrases in values.items()}
+        for group, values in (modifiers or {}).items()
+    }
+    termsets = {}
+    for kind in CONTEXT_KINDS:
+        block = context.get(kind) or {}
+        termsets[kind] = {key: _phrases(block.get(key), f"context.yaml:{kind}.{key}") for key in TERMSET_KEYS}
+    normals = []
+    for i, entry in enumerate(context.get("normal_statements") or ()):
+        unknown = [c for c in entry.get("concepts", ()) if c not in concepts]
+        if unknown:
+            raise LexiconError(f"context.yaml:normal_statements[{i}]: unknown concepts {unknown}")
+        normals.append(NormalStatement(tuple(entry["concepts"]), _phrases(entry.get("phrases"), f"context.yaml:normal_statements[{i}]")))
+    return Lexicon(concepts, groups, termsets, tuple(normals), digest)
+
+
+@lru_cache(maxsize=4)
+def default_lexicon() -> Lexicon:
+    return load_lexicon()

@@ -1,0 +1,203 @@
+"""Sentences -> finding mentions with certainty, temporality and attributes.
+
+A spaCy `blank("en")` tokenizer, PhraseMatcher/Matcher built from the lexicon, and negspacy's NegEx
+engine run once per context kind (negation, uncertainty, probable, historical) with our own termsets.
+Sentences are the unit: no cue scopes across a sentence end, so results are cached per sentence text,
+which pays on real corpora where "No pneumothorax." recurs thousands of times.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import spacy
+from negspacy.negation import Negex
+from spacy.matcher import Matcher, PhraseMatcher
+from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
+
+from qa_builder.attributes import Modifier, attach_modifiers, find_sizes, size_in_mm
+from qa_builder.lexicon import CONTEXT_KINDS, Lexicon, default_lexicon
+
+# Copulas, adverbs and negators allowed between a predicate's subject and its predicate
+# ("the heart is again mildly enlarged", "heart size is not enlarged").
+_PREDICATE_FILLER = [
+    "is", "are", "was", "were", "be", "been", "appears", "appear", "seems", "seem", "remains", "remain",
+    "mildly", "moderately", "markedly", "severely", "slightly", "minimally", "somewhat", "borderline",
+    "again", "now", "still", "also", "stably", "significantly", "mild", "moderate", "massively",
+    "not", "no", "likely", "probably", "possibly", "may", "might", "could", "grossly", "top", "at",
+    "within", "the", "upper", "limits", "of", "normal", "size", "and", "to", "slight", "stable",
+    "unchanged", "in", "persistently", "progressively", "further", "more", "less", "very", "xxxx",
+]
+_IN_SPAN_NEGATORS = frozenset({"not", "no"})
+MASS_MIN_MM = 30.0  # radiological convention: a nodule of 3 cm or more is a mass
+
+
+@dataclass(slots=True)
+class Mention:
+    start: int                      # char offset in the sentence
+    end: int
+    text: str
+    concept: str
+    certainty: str                  # positive | negative | uncertain
+    temporality: str = "current"    # current | historical
+    laterality: str | None = None
+    location: str | None = None
+    severity: str | None = None
+    descriptor: str | None = None
+    size: str | None = None
+    change: str | None = None
+
+
+@dataclass(slots=True)
+class ParserConfig:
+    probable_as: str = "positive"   # certainty for lean-present hedges ("likely", "consistent with")
+    cache_size: int = 100_000       # sentences whose mentions are memoised
+    nodule_to_mass_by_size: bool = True  # nodules >= 3 cm become lung_mass
+
+
+class MentionExtractor:
+    """Builds the spaCy pipeline once; `extract(sentence)` is pure and cached."""
+
+    def __init__(self, lexicon: Lexicon | None = None, config: ParserConfig | None = None):
+        self.lexicon = lexicon or default_lexicon()
+        self.config = config or ParserConfig()
+        self.nlp = spacy.blank("en")
+        vocab = self.nlp.vocab
+        make = self.nlp.make_doc
+
+        self.finding_matcher = PhraseMatcher(vocab, attr="LOWER")
+        self.predicate_matcher = Matcher(vocab)
+        for concept in self.lexicon.concepts.values():
+            if concept.terms:
+                self.finding_matcher.add(concept.name, [make(t) for t in concept.terms])
+            patterns = []
+            for pred in concept.predicates:
+                for subj in pred.subjects:
+                    for p in pred.predicates:
+                        patterns.append(
+                            [{"LOWER": w} for w in make(subj).text.split()]
+                            + [{"LOWER": {"IN": _PREDICATE_FILLER}, "OP": "{0,6}"}]
+                            + [{"LOWER": w.text} for w in make(p)]
+                        )
+            if patterns:
+                self.predicate_matcher.add(concept.name, patterns)
+
+        self.modifier_matcher = PhraseMatcher(vocab, attr="LOWER")
+        for group, values in self.lexicon.modifiers.items():
+            for value, phrases in values.items():
+                self.modifier_matcher.add(f"{group}\t{value}", [make(p) for p in phrases])
+
+        self.normal_matcher = PhraseMatcher(vocab, attr="LOWER")
+        for i, normal in enumerate(self.lexicon.normal_statements):
+            self.normal_matcher.add(f"normal{i}", [make(p) for p in normal.phrases])
+
+        # One NegEx engine per context kind, each flagging ents via its own Span extension.
+        self.context = {}
+        for kind in CONTEXT_KINDS:
+            termset = {
+                "pseudo_negations": list(self.lexicon.termsets[kind]["pseudo"]),
+                "preceding_negations": list(self.lexicon.termsets[kind]["preceding"]),
+                "following_negations": list(self.lexicon.termsets[kind]["following"]),
+                "termination": list(self.lexicon.termsets[kind]["termination"]),
+            }
+            self.context[kind] = Negex(self.nlp, f"ctx_{kind}", termset, extension_name=f"ctx_{kind}")
+        self._cache: OrderedDict[str, tuple[Mention, ...]] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # -- public ---------------------------------------------------------------------------------
+    def extract(self, sentence: str) -> tuple[Mention, ...]:
+        cached = self._cache.get(sentence)
+        if cached is not None:
+            self.cache_hits += 1
+            self._cache.move_to_end(sentence)
+            return cached
+        self.cache_misses += 1
+        mentions = tuple(self._extract(sentence))
+        self._cache[sentence] = mentions
+        if len(self._cache) > self.config.cache_size:
+            self._cache.popitem(last=False)
+        return mentions
+
+    # -- internals --------------------------------------------------------------------------------
+    def _extract(self, sentence: str) -> list[Mention]:
+        doc = self.nlp.make_doc(sentence)
+        if not len(doc):
+            return []
+        # One sentence per doc: negspacy reads doc.sents, so mark the boundaries explicitly.
+        doc[0].is_sent_start = True
+        for token in doc[1:]:
+            token.is_sent_start = False
+        strings = self.nlp.vocab.strings
+        spans = [Span(doc, s, e, label=mid) for mid, s, e in self.finding_matcher(doc)]
+        spans += [Span(doc, s, e, label=mid) for mid, s, e in self.predicate_matcher(doc)]
+        findings = filter_spans(spans)  # longest wins, then earliest
+        normals = self._normal_spans(doc, findings)
+        if not findings and not normals:
+            return []
+        doc.ents = sorted(findings, key=lambda s: s.start)
+        for engine in self.context.values():
+            engine(doc)
+
+        modifiers = [
+            Modifier(*strings[mid].split("\t"), start=s, end=e)
+            for mid, s, e in self.modifier_matcher(doc)
+        ]
+        modifiers += find_sizes(doc)
+        ents = list(doc.ents)
+        attached = attach_modifiers(doc, [(e.start, e.end) for e in ents], modifiers)
+
+        mentions: list[Mention] = []
+        for ent, attrs in zip(ents, attached):
+            mention = Mention(
+                start=ent.start_char, end=ent.end_char, text=ent.text, concept=ent.label_,
+                certainty=self._certainty(ent, attrs), **attrs,
+            )
+            if ent._.get("ctx_historical"):
+                mention.temporality = "historical"
+            if mention.change == "resolved":
+                mention.certainty = "negative"
+            if (self.config.nodule_to_mass_by_size and mention.concept == "lung_nodule"
+                    and (size_in_mm(mention.size) or 0) >= MASS_MIN_MM):
+                mention.concept = "lung_mass"
+            mentions.append(mention)
+        mentions.extend(normals)
+        mentions.sort(key=lambda m: (m.start, m.end, m.concept))
+        return mentions
+
+    def _certainty(self, ent: Span, attrs: dict) -> str:
+        if ent._.get("ctx_negation") or any(t.lower_ in _IN_SPAN_NEGATORS for t in ent):
+            return "negative"
+        if ent._.get("ctx_uncertainty"):
+            return "uncertain"
+        if ent._.get("ctx_probable"):
+            return self.config.probable_as
+        return "positive"
+
+    def _normal_spans(self, doc: Doc, findings: list[Span]) -> list[Mention]:
+        """Negative mentions implied by normal statements, unless a finding of that concept overlaps."""
+        out: list[Mention] = []
+        taken = [(f.start, f.end, f.label_) for f in findings]
+        matches = sorted(self.normal_matcher(doc), key=lambda m: (m[1], -m[2]))  # longest first per start
+        for mid, s, e in matches:
+            statement = self.lexicon.normal_statements[int(self.nlp.vocab.strings[mid][6:])]
+            span = doc[s:e]
+            for concept in statement.concepts:
+                if any(c == concept and ts < e and s < te for ts, te, c in taken):
+                    continue
+                taken.append((s, e, concept))
+                out.append(Mention(span.start_char, span.end_char, span.text, concept, "negative"))
+        return out
+
+
+_EXTRACTOR: MentionExtractor | None = None
+
+
+def get_extractor() -> MentionExtractor:
+    """Per-process singleton: building the matchers costs ~1 s, so workers build it once."""
+    global _EXTRACTOR
+    if _EXTRACTOR is None:
+        _EXTRACTOR = MentionExtractor()
+    return _EXTRACTOR
