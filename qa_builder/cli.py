@@ -1,0 +1,123 @@
+"""Console scripts: `qa-build`, `qa-eval`, `qa-inspect`.
+
+Errors a user can fix (missing file, unreadable input, bad option) print one line and exit non-zero;
+rows that cannot be parsed go to rejects.parquet and do not fail the run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from qa_builder.lexicon import LexiconError
+
+build_app = typer.Typer(add_completion=False, help="Parse radiology reports into findings, labels and QA tables.")
+eval_app = typer.Typer(add_completion=False, help="Score a qa-build output against a 14-label gold file.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@build_app.command()
+def build(
+    reports: Path = typer.Argument(..., help="CSV file, MIMIC-CXR files/ tree, Open-i XML folder or NLMCXR_reports.tgz"),
+    out: Path = typer.Argument(..., help="output folder (created; tables replaced atomically)"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="force the input format: csv, mimic or openi"),
+    id_column: Optional[str] = typer.Option(None, help="CSV id column (default: report_id, study_id, study, uid or id)"),
+    workers: int = typer.Option(0, help="worker processes (0 = one per core)"),
+    batch_size: int = typer.Option(512, help="reports per worker task; fixes the Parquet row groups"),
+    granularities: str = typer.Option("coarse,middle,fine", help="QA granularities to emit"),
+    question_types: Optional[str] = typer.Option(None, help="comma-separated question types (default: all)"),
+    max_pairs: Optional[int] = typer.Option(None, help="at most this many QA pairs per report"),
+    balance_yes_no: bool = typer.Option(False, help="drop surplus yes/no pairs per concept (never invents)"),
+    uncertain_policy: str = typer.Option("hedge", help="hedged findings: 'hedge' (hedged answer) or 'skip'"),
+    scheme: str = typer.Option("all", help="concepts with fine QA: all, chexpert or chestxray14"),
+    split_file: Optional[Path] = typer.Option(None, help="MIMIC-CXR split CSV (mimic-cxr-2.0.0-split.csv) to honour"),
+    seed: int = typer.Option(0, help="seed for paraphrase choice and splits"),
+    probable_as: str = typer.Option("positive", help="certainty of lean-present hedges ('likely X'): positive or uncertain"),
+    gold: Optional[Path] = typer.Option(None, help="14-label gold CSV: adds measured accuracy to the data card"),
+    gold_reports: Optional[Path] = typer.Option(None, help="reports CSV with MeSH codes for --gold (Hernia, laterality)"),
+    quiet: bool = typer.Option(False, help="no progress line"),
+) -> None:
+    from qa_builder.mentions import ParserConfig
+    from qa_builder.pipeline import BuildConfig
+    from qa_builder.pipeline import build as run_build
+    from qa_builder.qa.generate import QAConfig
+    from qa_builder.reports import InputError
+
+    if fmt not in (None, "csv", "mimic", "openi"):
+        _fail(f"--format must be csv, mimic or openi, not {fmt!r}")
+    if probable_as not in ("positive", "uncertain"):
+        _fail("--probable-as must be positive or uncertain")
+    if split_file is not None and not split_file.is_file():
+        _fail(f"{split_file}: split file not found")
+    try:
+        qa = QAConfig(granularities=granularities, question_types=question_types, max_pairs_per_report=max_pairs,
+                      balance_yes_no=balance_yes_no, uncertain_policy=uncertain_policy, scheme=scheme,
+                      seed=seed, split_file=str(split_file) if split_file else None)
+        config = BuildConfig(workers=workers, batch_size=max(1, batch_size), parser=ParserConfig(probable_as=probable_as),
+                             qa=qa, progress=not quiet)
+        manifest = run_build(reports, out, config, fmt=fmt, id_column=id_column)
+    except (InputError, LexiconError, ValueError) as exc:
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:
+        _fail("interrupted; OUT left unchanged", 130)
+    rows = manifest["rows"]
+    if gold is not None:
+        _write_accuracy(out, gold, gold_reports)
+    typer.echo(
+        f"{rows['reports']:,} reports, {rows['rejects']:,} rejected, {rows['findings']:,} mentions, "
+        f"{rows['qa']:,} QA pairs -> {out} ({manifest['run']['wall_seconds']:.1f} s)"
+    )
+    if rows["reports"] == 0:
+        _fail(f"no usable report in {reports}; see {out / 'rejects.parquet'}", 1)
+
+
+def _write_accuracy(out: Path, gold: Path, gold_reports: Optional[Path]) -> None:
+    from qa_builder.evaluate import EvalError, evaluate
+
+    try:
+        result = evaluate(out, gold, gold_reports)
+    except EvalError as exc:
+        _fail(str(exc))
+    (out / "accuracy.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
+@eval_app.command()
+def evaluate_cmd(
+    out: Path = typer.Argument(..., help="a qa-build output folder"),
+    gold: Path = typer.Option(..., help="gold CSV: filename (CXR<uid>) + 14 label columns + normal"),
+    reports: Optional[Path] = typer.Option(None, help="the reports CSV (MeSH column: Hernia and laterality)"),
+    as_json: bool = typer.Option(False, "--json", help="print the full result as JSON"),
+) -> None:
+    from qa_builder.evaluate import EvalError, evaluate, format_table
+
+    try:
+        result = evaluate(out, gold, reports)
+    except EvalError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else format_table(result))
+
+
+def build_main() -> None:
+    build_app(prog_name="qa-build")
+
+
+def eval_main() -> None:
+    eval_app(prog_name="qa-eval")
+
+
+def inspect_main() -> None:
+    from qa_builder.inspect.cli import main
+
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(build_main())
