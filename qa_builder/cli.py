@@ -43,6 +43,7 @@ def build(
     probable_as: str = typer.Option("positive", help="certainty of lean-present hedges ('likely X'): positive or uncertain"),
     gold: Optional[Path] = typer.Option(None, help="14-label gold CSV: adds measured accuracy to the data card"),
     gold_reports: Optional[Path] = typer.Option(None, help="reports CSV with MeSH codes for --gold (Hernia, laterality)"),
+    sentence_cache: int = typer.Option(100_000, help="sentences memoised per worker (0 = parse every sentence)"),
     quiet: bool = typer.Option(False, help="no progress line"),
 ) -> None:
     from qa_builder.mentions import ParserConfig
@@ -61,7 +62,7 @@ def build(
         qa = QAConfig(granularities=granularities, question_types=question_types, max_pairs_per_report=max_pairs,
                       balance_yes_no=balance_yes_no, uncertain_policy=uncertain_policy, scheme=scheme,
                       seed=seed, split_file=str(split_file) if split_file else None)
-        config = BuildConfig(workers=workers, batch_size=max(1, batch_size), parser=ParserConfig(probable_as=probable_as),
+        config = BuildConfig(workers=workers, batch_size=max(1, batch_size), parser=ParserConfig(probable_as=probable_as, cache_size=max(0, sentence_cache)),
                              qa=qa, progress=not quiet)
         manifest = run_build(reports, out, config, fmt=fmt, id_column=id_column)
     except (InputError, LexiconError, ValueError) as exc:

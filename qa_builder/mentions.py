@@ -114,9 +114,10 @@ class MentionExtractor:
             return cached
         self.cache_misses += 1
         mentions = tuple(self._extract(sentence))
-        self._cache[sentence] = mentions
-        if len(self._cache) > self.config.cache_size:
-            self._cache.popitem(last=False)
+        if self.config.cache_size:
+            self._cache[sentence] = mentions
+            if len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
         return mentions
 
     # -- internals --------------------------------------------------------------------------------

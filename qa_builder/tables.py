@@ -73,7 +73,9 @@ class TableWriters:
         n = len(next(iter(columns.values()))) if columns else 0
         if n == 0:
             return
-        batch = pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(columns[f.name], type=f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema],
+            schema=schema)
         self.writers[name].write_batch(batch)
         self.rows[name] += n
 

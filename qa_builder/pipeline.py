@@ -1,0 +1,245 @@
+"""REPORTS -> OUT: the whole `qa-build` run.
+
+reports (readers) -> sections -> sentences -> mentions -> labels -> QA -> Parquet.
+Work is split into fixed-size batches of reports handled by a process pool; each worker returns plain
+column lists, and the parent writes them in input order, so the output does not depend on the number
+of workers and memory stays bounded (at most a few batches are in flight).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from qa_builder import __version__
+from qa_builder.labels import report_labels
+from qa_builder.mentions import MentionExtractor, ParserConfig, get_extractor
+from qa_builder.qa.generate import QAConfig, balance_table, get_generator
+from qa_builder.reports import RawReport, Reject, iter_reports, passthrough_columns
+from qa_builder.sections import split_sections
+from qa_builder.sentences import split_sentences
+from qa_builder.tables import SECTION_COLUMNS, TableWriters, table_schemas
+
+# Sections whose text is evidence; others (indication, history ...) are context only.
+EVIDENCE_SECTIONS = ("findings", "impression")
+
+
+@dataclass
+class BuildConfig:
+    workers: int = 0                 # worker processes; 0 = one per CPU core
+    batch_size: int = 512            # reports per task (also the Parquet row-group granularity)
+    parser: ParserConfig = field(default_factory=ParserConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
+    progress: bool = True            # show a progress line on stderr
+
+
+# -- one report -------------------------------------------------------------------------------
+
+def report_sections(raw: RawReport) -> dict[str, str | None]:
+    if raw.text is not None:
+        sections = split_sections(raw.text)
+    else:
+        sections = dict(raw.sections)
+    return {name: (sections.get(name) or None) for name in SECTION_COLUMNS}
+
+
+def parse_report(raw: RawReport, extractor: MentionExtractor) -> tuple[dict, list[dict], list[dict]]:
+    """(report row, sentence rows, mention rows) for one report."""
+    sections = report_sections(raw)
+    report = {"report_id": raw.report_id, "subject_id": raw.subject_id, "study_id": raw.study_id,
+              **sections, "source": raw.source, **raw.extra}
+    concepts = extractor.lexicon.concepts
+    sentences: list[dict] = []
+    mentions: list[dict] = []
+    for section in EVIDENCE_SECTIONS:
+        for sentence in split_sentences(sections[section]):
+            sentence_id = len(sentences)
+            sentences.append({"sentence_id": sentence_id, "section": section, "sentence": sentence})
+            for m in extractor.extract(sentence):
+                concept = concepts[m.concept]
+                mentions.append({
+                    "report_id": raw.report_id, "mention_id": len(mentions), "section": section,
+                    "sentence_id": sentence_id, "sentence": sentence, "start": m.start, "end": m.end,
+                    "text": m.text, "concept": m.concept, "certainty": m.certainty,
+                    "laterality": m.laterality, "location": m.location, "severity": m.severity,
+                    "descriptor": m.descriptor, "size": m.size, "change": m.change,
+                    "temporality": m.temporality, "chexpert": concept.chexpert,
+                    "chestxray14": concept.chestxray14,
+                })
+    return report, sentences, mentions
+
+
+# -- one batch (runs in a worker) ---------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(parser: ParserConfig, qa: QAConfig) -> None:
+    extractor = get_extractor()
+    if extractor.config != parser:
+        extractor = MentionExtractor(extractor.lexicon, parser)
+    _WORKER["extractor"] = extractor
+    _WORKER["qa"] = get_generator(qa)
+
+
+def process_batch(items: list[RawReport | Reject]) -> dict[str, dict[str, list]]:
+    extractor: MentionExtractor = _WORKER["extractor"]
+    generator = _WORKER["qa"]
+    hits, misses = extractor.cache_hits, extractor.cache_misses
+    out: dict[str, list[dict]] = {"reports": [], "findings": [], "labels": [], "qa": [], "rejects": []}
+    for item in items:
+        if isinstance(item, Reject):
+            out["rejects"].append({"source": item.source, "report_id": item.report_id, "reason": item.reason})
+            continue
+        try:
+            report, sentences, mentions = parse_report(item, extractor)
+            qa_rows = generator.generate(report, sentences, mentions)
+        except Exception as exc:  # noqa: BLE001 - one bad report must not sink the corpus
+            reason = f"parser error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            out["rejects"].append({"source": item.source, "report_id": item.report_id, "reason": reason[:300]})
+            continue
+        if not (report["findings"] or report["impression"]):
+            out["rejects"].append({"source": item.source, "report_id": item.report_id,
+                                   "reason": "no findings or impression text after sectioning"})
+            continue
+        out["reports"].append(report)
+        out["findings"].extend(mentions)
+        out["labels"].extend({"report_id": item.report_id, "scheme": s, "label": l, "value": v}
+                             for s, l, v in report_labels(mentions, extractor.lexicon))
+        out["qa"].extend(qa_rows)
+    result = {name: _columns(rows) for name, rows in out.items()}
+    result["_stats"] = {"cache_hits": [extractor.cache_hits - hits], "cache_misses": [extractor.cache_misses - misses]}
+    return result
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    if not rows:
+        return {}
+    # Every row of a table has the same keys (one input gives one set of passthrough columns).
+    return {k: [r.get(k) for r in rows] for k in rows[0]}
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _input_digest(path: Path) -> str:
+    """sha256 over the input bytes (files in sorted order for folders)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else f.name).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty() or os.environ.get("QA_BUILD_PROGRESS") == "1"
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int, rejected: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (not final and now - self.last < 0.5):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        end = "\n" if final else "\r"
+        print(f"qa-build: {done:,} reports ({rejected:,} rejected), {rate:,.0f} reports/s", end=end,
+              file=sys.stderr, flush=True)
+
+
+def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str | None = None,
+          id_column: str | None = None) -> dict:
+    """Run the whole build; returns the manifest (also written to OUT/manifest.json)."""
+    config = config or BuildConfig()
+    started = time.perf_counter()
+    reports, out = Path(reports), Path(out)
+    passthrough = passthrough_columns(reports, fmt, id_column)
+    out.mkdir(parents=True, exist_ok=True)
+    writers = TableWriters(out, table_schemas(passthrough))
+    workers = config.workers or os.cpu_count() or 1
+    progress = _Progress(config.progress)
+    done = rejected = 0
+
+    items = iter_reports(reports, fmt, id_column)
+    batches = _batches(items, config.batch_size)
+
+    stats = {"cache_hits": 0, "cache_misses": 0}
+
+    def consume(result: dict[str, dict[str, list]]) -> None:
+        nonlocal done, rejected
+        for key, value in result.pop("_stats").items():
+            stats[key] += value[0]
+        for name, columns in result.items():
+            writers.write(name, columns)
+        done += len(result["reports"].get("report_id", [])) if result["reports"] else 0
+        rejected += len(result["rejects"].get("source", [])) if result["rejects"] else 0
+        progress.update(done, rejected)
+
+    try:
+        # Build the matchers before forking so workers share them copy-on-write.
+        _init_worker(config.parser, config.qa)
+        if workers == 1:
+            for batch in batches:
+                consume(process_batch(batch))
+        else:
+            ctx = mp.get_context("fork")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(config.parser, config.qa)) as pool:
+                pending: deque = deque()
+                for batch in batches:
+                    pending.append(pool.apply_async(process_batch, (batch,)))
+                    if len(pending) >= 2 * workers:
+                        consume(pending.popleft().get())
+                while pending:
+                    consume(pending.popleft().get())
+        progress.update(done, rejected, final=True)
+        if config.qa.balance_yes_no:
+            _rebalance_qa(writers, config.qa)
+        manifest = {
+            "tool": "qa-build", "version": __version__,
+            "input": str(reports), "input_sha256": _input_digest(reports), "format": fmt,
+            "config": {"parser": asdict(config.parser), "qa": config.qa.to_dict(), "batch_size": config.batch_size},
+            "lexicon_sha256": _WORKER["extractor"].lexicon.digest,
+            "rows": dict(writers.rows),
+        }
+        # Wall time and worker count vary run to run, so they live apart from the deterministic tables.
+        manifest["run"] = {"wall_seconds": round(time.perf_counter() - started, 3), "workers": workers,
+                           "sentence_cache_hits": stats["cache_hits"], "sentences_parsed": stats["cache_misses"]}
+        writers.commit({"manifest.json": (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()})
+        return manifest
+    except BaseException:
+        writers.abort()
+        raise
+
+
+def _rebalance_qa(writers: TableWriters, qa: QAConfig) -> None:
+    import pyarrow.parquet as pq
+
+    writers.writers["qa"].close()
+    path = writers.stage / "qa.parquet"
+    table = balance_table(pq.read_table(path), qa)
+    writers.rows["qa"] = table.num_rows
+    w = pq.ParquetWriter(path, writers.schemas["qa"], compression="zstd", compression_level=3)
+    w.write_table(table)
+    writers.writers["qa"] = w
