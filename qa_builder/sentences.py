@@ -8,6 +8,7 @@ faster and more predictable than a statistical one, and spaCy blank has none any
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # A list marker at the start of a line ("1.", "2)", "-", "*", "•"), or inline after a sentence end.
 _LINE_LIST_MARKER = re.compile(r"(?m)^[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
@@ -44,10 +45,16 @@ def split_sentences(text: str | None) -> list[str]:
     """Whitespace-normalised sentences of one section, list markers removed, hard wraps joined."""
     if not text:
         return []
+    return list(_split_cached(text))
+
+
+@lru_cache(maxsize=32_768)
+def _split_cached(text: str) -> tuple[str, ...]:
+    # Whole sections recur in real corpora ("No acute cardiopulmonary process."), so memoise them.
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", " ")
     text = _LINE_LIST_MARKER.sub("\x00", text)
     text = _INLINE_LIST_MARKER.sub("\x00", text)
     sentences: list[str] = []
     for chunk in _CHUNK_BREAK.split(text):
         sentences.extend(_split_chunk(chunk))
-    return [s for s in sentences if any(ch.isalnum() for ch in s)]
+    return tuple(s for s in sentences if any(ch.isalnum() for ch in s))
