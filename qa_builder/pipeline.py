@@ -23,8 +23,7 @@ from qa_builder import __version__
 from qa_builder.labels import report_labels
 from qa_builder.mentions import MentionExtractor, ParserConfig, get_extractor
 from qa_builder.qa.generate import QAConfig, balance_table, get_generator
-from qa_builder.reports import RawReport, Reject, iter_reports, passthrough_columns
-from qa_builder.sections import split_sections
+from qa_builder.reports import RawReport, Reject, iter_reports, passthrough_columns, report_sections
 from qa_builder.sentences import split_sentences
 from qa_builder.tables import SECTION_COLUMNS, TableWriters, table_schemas
 
@@ -43,17 +42,10 @@ class BuildConfig:
 
 # -- one report -------------------------------------------------------------------------------
 
-def report_sections(raw: RawReport) -> dict[str, str | None]:
-    if raw.text is not None:
-        sections = split_sections(raw.text)
-    else:
-        sections = dict(raw.sections)
-    return {name: (sections.get(name) or None) for name in SECTION_COLUMNS}
-
-
 def parse_report(raw: RawReport, extractor: MentionExtractor) -> tuple[dict, list[dict], list[dict]]:
     """(report row, sentence rows, mention rows) for one report."""
-    sections = report_sections(raw)
+    given = report_sections(raw)
+    sections = {name: given.get(name) or None for name in SECTION_COLUMNS}
     report = {"report_id": raw.report_id, "subject_id": raw.subject_id, "study_id": raw.study_id,
               **sections, "source": raw.source, **raw.extra}
     concepts = extractor.lexicon.concepts
@@ -94,6 +86,7 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, dict[str, list]]
     extractor: MentionExtractor = _WORKER["extractor"]
     generator = _WORKER["qa"]
     hits, misses = extractor.cache_hits, extractor.cache_misses
+    warnings = 0
     out: dict[str, list[dict]] = {"reports": [], "findings": [], "labels": [], "qa": [], "rejects": []}
     for item in items:
         if isinstance(item, Reject):
@@ -110,13 +103,15 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, dict[str, list]]
             out["rejects"].append({"source": item.source, "report_id": item.report_id,
                                    "reason": "no findings or impression text after sectioning"})
             continue
+        warnings += bool(item.warnings)
         out["reports"].append(report)
         out["findings"].extend(mentions)
         out["labels"].extend({"report_id": item.report_id, "scheme": s, "label": l, "value": v}
                              for s, l, v in report_labels(mentions, extractor.lexicon))
         out["qa"].extend(qa_rows)
     result = {name: _columns(rows) for name, rows in out.items()}
-    result["_stats"] = {"cache_hits": [extractor.cache_hits - hits], "cache_misses": [extractor.cache_misses - misses]}
+    result["_stats"] = {"cache_hits": [extractor.cache_hits - hits], "cache_misses": [extractor.cache_misses - misses],
+                        "reports_with_warnings": [warnings]}
     return result
 
 
@@ -185,7 +180,7 @@ def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str 
     items = iter_reports(reports, fmt, id_column)
     batches = _batches(items, config.batch_size)
 
-    stats = {"cache_hits": 0, "cache_misses": 0}
+    stats = {"cache_hits": 0, "cache_misses": 0, "reports_with_warnings": 0}
 
     def consume(result: dict[str, dict[str, list]]) -> None:
         nonlocal done, rejected
@@ -222,6 +217,8 @@ def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str 
             "config": {"parser": asdict(config.parser), "qa": config.qa.to_dict(), "batch_size": config.batch_size},
             "lexicon_sha256": _WORKER["extractor"].lexicon.digest,
             "rows": dict(writers.rows),
+            # Kept rows with a problem worth knowing, e.g. bytes that were not UTF-8 (decoded with replacement).
+            "reports_with_warnings": stats["reports_with_warnings"],
         }
         # Wall time and worker count vary run to run, so they live apart from the deterministic tables.
         manifest["run"] = {"wall_seconds": round(time.perf_counter() - started, 3), "workers": workers,
