@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test qa bench pretrain phantom clean
+.PHONY: install test qa bench pretrain phantom clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# Headless Chromium for the qa-inspect HTML screenshot test (Debian package; best effort: the test
+# skips if it cannot be installed, everything else still runs).
+chromium:
+	@bash .ci/install_chromium.sh || echo "chromium not installed; the screenshot test will skip"
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 qa: $(STAMP)
