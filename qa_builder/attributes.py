@@ -112,7 +112,8 @@ def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[
 
 def _resolve(found: dict[str, list[tuple[int, str]]]) -> dict:
     # Values in sentence order, each once.
-    values = {g: list(dict.fromkeys(v for _, v in sorted(found[g]))) for g in GROUPS}
+    values = {g: (list(dict.fromkeys(v for _, v in sorted(f))) if len(f) > 1 else [f[0][1]]) if f else []
+              for g, f in found.items()}
     lat = values["laterality"]
     if "bilateral" in lat or ("left" in lat and "right" in lat):
         laterality = "bilateral"

@@ -40,6 +40,12 @@ def build(
     scheme: str = typer.Option("all", help="concepts with fine QA: all, chexpert or chestxray14"),
     split_file: Optional[Path] = typer.Option(None, help="MIMIC-CXR split CSV (mimic-cxr-2.0.0-split.csv) to honour"),
     seed: int = typer.Option(0, help="seed for paraphrase choice and splits"),
+    split_fractions: str = typer.Option("0.8,0.1,0.1", help="train,validate,test fractions of hashed patient splits"),
+    balance_ratio: float = typer.Option(1.0, help="with --balance-yes-no: keep majority <= ratio x minority"),
+    language: str = typer.Option("en", help="question template language (qa/templates/<language>.yaml) or a YAML path"),
+    templates: list[Path] = typer.Option([], help="extra template YAML merged on top (repeatable)"),
+    concepts: Optional[Path] = typer.Option(None, help="alternative concepts.yaml (display names, regions)"),
+    source: Optional[str] = typer.Option(None, help="data-card preset for the corpus (see data_cards/sources.yaml)"),
     probable_as: str = typer.Option("positive", help="certainty of lean-present hedges ('likely X'): positive or uncertain"),
     gold: Optional[Path] = typer.Option(None, help="14-label gold CSV: adds measured accuracy to the data card"),
     gold_reports: Optional[Path] = typer.Option(None, help="reports CSV with MeSH codes for --gold (Hernia, laterality)"),
@@ -61,17 +67,20 @@ def build(
     try:
         qa = QAConfig(granularities=granularities, question_types=question_types, max_pairs_per_report=max_pairs,
                       balance_yes_no=balance_yes_no, uncertain_policy=uncertain_policy, scheme=scheme,
-                      seed=seed, split_file=str(split_file) if split_file else None)
+                      seed=seed, split_file=str(split_file) if split_file else None,
+                      split_fractions=split_fractions, balance_ratio=balance_ratio, language=language,
+                      extra_templates=tuple(str(t) for t in templates),
+                      concepts_file=str(concepts) if concepts else None)
         config = BuildConfig(workers=workers, batch_size=max(1, batch_size), parser=ParserConfig(probable_as=probable_as, cache_size=max(0, sentence_cache)),
                              qa=qa, progress=not quiet)
-        manifest = run_build(reports, out, config, fmt=fmt, id_column=id_column)
+        manifest = run_build(reports, out, config, fmt=fmt, id_column=id_column, source=source)
     except (InputError, LexiconError, ValueError) as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         _fail("interrupted; OUT left unchanged", 130)
     rows = manifest["rows"]
     if gold is not None:
-        _write_accuracy(out, gold, gold_reports)
+        _write_accuracy(out, gold, gold_reports, manifest, config.qa, source)
     typer.echo(
         f"{rows['reports']:,} reports, {rows['rejects']:,} rejected, {rows['findings']:,} mentions, "
         f"{rows['qa']:,} QA pairs -> {out} ({manifest['run']['wall_seconds']:.1f} s)"
@@ -80,14 +89,16 @@ def build(
         _fail(f"no usable report in {reports}; see {out / 'rejects.parquet'}", 1)
 
 
-def _write_accuracy(out: Path, gold: Path, gold_reports: Optional[Path]) -> None:
+def _write_accuracy(out: Path, gold: Path, gold_reports: Optional[Path], manifest: dict, qa, source) -> None:
     from qa_builder.evaluate import EvalError, evaluate
+    from qa_builder.pipeline import write_card
 
     try:
         result = evaluate(out, gold, gold_reports)
     except EvalError as exc:
         _fail(str(exc))
     (out / "accuracy.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_card(out, source or manifest["format"], Path(manifest["input"]), qa, manifest["rows"], accuracy=result)
 
 
 @eval_app.command()

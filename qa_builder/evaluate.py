@@ -126,7 +126,32 @@ def evaluate(out: Path, gold_csv: Path, reports_csv: Path | None = None) -> dict
     normal_ok = sum((not present[rid]) == bool(gold[rid].get("normal", 0)) for rid in ids)
     result["normal_accuracy"] = normal_ok / len(ids)
     result["laterality"] = _laterality(ids, mesh, present)
+    if (out / "qa.parquet").exists():
+        result["qa_presence"] = _qa_presence(out, gold, set(ids))
     return result
+
+
+def _qa_presence(out: Path, gold: dict[str, dict[str, int]], ids: set[str]) -> dict:
+    """Closed presence answers ('yes'/'no') whose concept maps to a gold label, against that label."""
+    concept_label = {}
+    for r in pq.read_table(out / "findings.parquet", columns=["concept", "chestxray14"]).to_pylist():
+        if r["chestxray14"]:
+            concept_label[r["concept"]] = r["chestxray14"]
+    qa = pq.read_table(out / "qa.parquet", columns=["report_id", "question_type", "answer", "concept"],
+                       filters=[("question_type", "=", "presence")]).to_pylist()
+    confusion = {"yes/gold 1": 0, "yes/gold 0": 0, "no/gold 1": 0, "no/gold 0": 0}
+    hedged = 0
+    for r in qa:
+        label = concept_label.get(r["concept"])
+        if label is None or r["report_id"] not in ids:
+            continue
+        if r["answer"] not in ("yes", "no"):
+            hedged += 1
+            continue
+        confusion[f"{r['answer']}/gold {gold[r['report_id']].get(label, 0)}"] += 1
+    n = sum(confusion.values())
+    agree = confusion["yes/gold 1"] + confusion["no/gold 0"]
+    return {"pairs": n, "agreement": agree / n if n else 0.0, "confusion": confusion, "hedged_excluded": hedged}
 
 
 def _laterality(ids: list[str], mesh: dict[str, str], present: dict[str, list[dict]]) -> dict:
@@ -163,4 +188,10 @@ def format_table(result: dict) -> str:
     lat = result["laterality"]
     lines.append(f"laterality vs MeSH: {lat['agree']}/{lat['we_state_a_side']} agree ({lat['agreement']:.3f}); "
                  f"a side stated for {lat['we_state_a_side']}/{lat['coded']} coded sides ({lat['coverage']:.3f})")
+    if "qa_presence" in result:
+        q = result["qa_presence"]
+        c = q["confusion"]
+        lines.append(f"QA presence vs gold: {q['agreement']:.3f} of {q['pairs']} closed pairs agree "
+                     f"(yes: {c['yes/gold 1']} right, {c['yes/gold 0']} wrong; no: {c['no/gold 0']} right, "
+                     f"{c['no/gold 1']} wrong; {q['hedged_excluded']} hedged answers not counted)")
     return "\n".join(lines)

@@ -93,6 +93,7 @@ class MentionExtractor:
 
         # One NegEx engine per context kind, each flagging ents via its own Span extension.
         self.context = {}
+        self._cue_starts: dict[str, frozenset[str]] = {}
         for kind in CONTEXT_KINDS:
             termset = {
                 "pseudo_negations": list(self.lexicon.termsets[kind]["pseudo"]),
@@ -101,6 +102,9 @@ class MentionExtractor:
                 "termination": list(self.lexicon.termsets[kind]["termination"]),
             }
             self.context[kind] = _SentenceNegex(self.nlp, f"ctx_{kind}", termset, extension_name=f"ctx_{kind}")
+            # A cue can only match where its first token occurs: skip the engine otherwise (most sentences).
+            cues = termset["preceding_negations"] + termset["following_negations"]
+            self._cue_starts[kind] = frozenset(make(c)[0].lower_ for c in cues)
         self._cache: OrderedDict[str, tuple[Mention, ...]] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -133,8 +137,10 @@ class MentionExtractor:
         if not findings and not normals:
             return []
         doc.ents = sorted(findings, key=lambda s: s.start)
-        for engine in self.context.values():
-            engine(doc)
+        words = {t.lower_ for t in doc}
+        for kind, engine in self.context.items():
+            if not words.isdisjoint(self._cue_starts[kind]):
+                engine(doc)
 
         modifiers = [
             Modifier(*strings[mid].split("\t"), start=s, end=e)

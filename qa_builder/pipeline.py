@@ -22,8 +22,10 @@ from pathlib import Path
 from qa_builder import __version__
 from qa_builder.labels import report_labels
 from qa_builder.mentions import MentionExtractor, ParserConfig, get_extractor
+from qa_builder.qa.card import load_source_info, write_data_card
 from qa_builder.qa.generate import QAConfig, balance_table, get_generator
-from qa_builder.reports import RawReport, Reject, iter_reports, passthrough_columns, report_sections
+from qa_builder.qa.schema import rows_to_columns
+from qa_builder.reports import RawReport, Reject, detect_format, iter_reports, passthrough_columns, report_sections
 from qa_builder.sentences import split_sentences
 from qa_builder.tables import SECTION_COLUMNS, TableWriters, table_schemas
 
@@ -87,14 +89,15 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, dict[str, list]]
     generator = _WORKER["qa"]
     hits, misses = extractor.cache_hits, extractor.cache_misses
     warnings = 0
-    out: dict[str, list[dict]] = {"reports": [], "findings": [], "labels": [], "qa": [], "rejects": []}
+    out: dict[str, list[dict]] = {"reports": [], "findings": [], "labels": [], "rejects": []}
+    qa_tuples: list[tuple] = []
     for item in items:
         if isinstance(item, Reject):
             out["rejects"].append({"source": item.source, "report_id": item.report_id, "reason": item.reason})
             continue
         try:
             report, sentences, mentions = parse_report(item, extractor)
-            qa_rows = generator.generate(report, sentences, mentions)
+            qa_rows = generator.rows(report, sentences, mentions)
         except Exception as exc:  # noqa: BLE001 - one bad report must not sink the corpus
             reason = f"parser error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             out["rejects"].append({"source": item.source, "report_id": item.report_id, "reason": reason[:300]})
@@ -108,8 +111,9 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, dict[str, list]]
         out["findings"].extend(mentions)
         out["labels"].extend({"report_id": item.report_id, "scheme": s, "label": l, "value": v}
                              for s, l, v in report_labels(mentions, extractor.lexicon))
-        out["qa"].extend(qa_rows)
+        qa_tuples.extend(qa_rows)
     result = {name: _columns(rows) for name, rows in out.items()}
+    result["qa"] = rows_to_columns(qa_tuples) if qa_tuples else {}
     result["_stats"] = {"cache_hits": [extractor.cache_hits - hits], "cache_misses": [extractor.cache_misses - misses],
                         "reports_with_warnings": [warnings]}
     return result
@@ -165,7 +169,7 @@ class _Progress:
 
 
 def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str | None = None,
-          id_column: str | None = None) -> dict:
+          id_column: str | None = None, source: str | None = None) -> dict:
     """Run the whole build; returns the manifest (also written to OUT/manifest.json)."""
     config = config or BuildConfig()
     started = time.perf_counter()
@@ -211,6 +215,9 @@ def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str 
         progress.update(done, rejected, final=True)
         if config.qa.balance_yes_no:
             _rebalance_qa(writers, config.qa)
+        writers.close()
+        fmt = fmt or detect_format(reports)
+        write_card(writers.stage, source or fmt, reports, config.qa, writers.rows)
         manifest = {
             "tool": "qa-build", "version": __version__,
             "input": str(reports), "input_sha256": _input_digest(reports), "format": fmt,
@@ -228,6 +235,16 @@ def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str 
     except BaseException:
         writers.abort()
         raise
+
+
+def write_card(folder: Path, fmt: str, reports: Path, qa: QAConfig, rows: dict[str, int],
+               accuracy: dict | None = None) -> None:
+    """data_card.md + stats.json for the qa.parquet in `folder`."""
+    import pyarrow.parquet as pq
+
+    source = {**load_source_info(fmt), "input": str(reports)}
+    write_data_card(folder, pq.read_table(folder / "qa.parquet"), rows["reports"], config=qa, source_info=source,
+                    accuracy=accuracy, rejects_count=rows["rejects"])
 
 
 def _rebalance_qa(writers: TableWriters, qa: QAConfig) -> None:

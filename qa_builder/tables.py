@@ -79,9 +79,14 @@ class TableWriters:
         self.writers[name].write_batch(batch)
         self.rows[name] += n
 
-    def commit(self, extra_files: dict[str, bytes] | None = None) -> None:
+    def close(self) -> None:
+        """Finish the Parquet files in the staging folder (readable there before `commit`)."""
         for w in self.writers.values():
             w.close()
+        self.writers = {}
+
+    def commit(self, extra_files: dict[str, bytes] | None = None) -> None:
+        self.close()
         for name, data in (extra_files or {}).items():
             (self.stage / name).write_bytes(data)
         for path in sorted(self.stage.iterdir()):

@@ -50,3 +50,10 @@ def test_normal_and_laterality(result):
     assert result["normal_accuracy"] >= 0.90
     lat = result["laterality"]
     assert lat["agreement"] >= 0.90 and lat["coverage"] >= 0.70
+
+
+def test_qa_presence_agrees_with_gold(result):
+    """Closed presence answers for concepts with a ChestX-ray14 label agree with the gold (issue target 97%)."""
+    q = result["qa_presence"]
+    assert q["pairs"] > 3000
+    assert q["agreement"] >= 0.97

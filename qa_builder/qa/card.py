@@ -1,0 +1,265 @@
+"""Dataset statistics (OUT/stats.json) and the data card (OUT/data_card.md) of a qa table.
+
+The card is `data_cards/qa_card_template.md` filled with string.Template ($name placeholders):
+no templating dependency, and a user can edit the prose without touching code. No timestamps,
+so the same table gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from .generate import QUESTION_TYPES, QAConfig
+from .schema import QA_SCHEMA_VERSION
+from .splits import SPLITS
+
+DATA_CARDS_DIR = Path(__file__).resolve().parents[2] / "data_cards"
+DEFAULT_TEMPLATE = DATA_CARDS_DIR / "qa_card_template.md"
+SOURCES_FILE = DATA_CARDS_DIR / "sources.yaml"
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def _counts(table: pa.Table, keys: list[str]) -> list[tuple]:
+    """[(key values..., count)] sorted by key, nulls as None (group_by order is not guaranteed)."""
+    if table.num_rows == 0:
+        return []
+    agg = table.group_by(keys).aggregate([([], "count_all")])
+    cols = [agg.column(k).to_pylist() for k in keys] + [agg.column("count_all").to_pylist()]
+    return sorted(zip(*cols), key=lambda t: tuple("" if v is None else str(v) for v in t[:-1]))
+
+
+def _distinct(table: pa.Table, column: str) -> int:
+    return int(pc.count_distinct(table.column(column)).as_py()) if table.num_rows else 0
+
+
+def compute_stats(qa_table: pa.Table, reports_count: int, *, config: QAConfig | None = None,
+                  yes: str = "yes", no: str = "no", possibly: str = "possibly",
+                  qa_parquet_path: str | Path | None = None, rejects_count: int | None = None) -> dict[str, Any]:
+    """Counts, balance, lengths and coverage of a qa table (the content of stats.json).
+
+    reports_count: reports in reports.parquet (the coverage denominator).
+    yes / no / possibly: the answer words of the template language (QAGenerator.yes ...).
+    qa_parquet_path: when given, the file size is reported (bytes per 1,000 reports).
+    """
+    t = qa_table
+    n = t.num_rows
+    fine = t.filter(pc.equal(t.column("granularity"), "fine")) if n else t
+    stats: dict[str, Any] = {"schema_version": QA_SCHEMA_VERSION, "reports": int(reports_count)}
+    if rejects_count is not None:
+        stats["rejects"] = int(rejects_count)
+    stats["pairs"] = n
+    stats["reports_with_pairs"] = _distinct(t, "report_id")
+    stats["pairs_per_report"] = _r(n / reports_count) if reports_count else 0.0
+    coverage = {}
+    for g in ("coarse", "middle", "fine"):
+        sub = t.filter(pc.equal(t.column("granularity"), g)) if n else t
+        coverage[g] = _r(_distinct(sub, "report_id") / reports_count) if reports_count else 0.0
+    # share of reports with >= 1 fine pair: the headline coverage number
+    stats["coverage"] = coverage
+
+    by_gran = dict((g, c) for g, c in _counts(t, ["granularity"]))
+    stats["by_granularity"] = {g: by_gran.get(g, 0) for g in ("coarse", "middle", "fine")}
+    by_type = dict(_counts(t, ["question_type"]))
+    order = [q for q in QUESTION_TYPES if q in by_type] + sorted(q for q in by_type if q not in QUESTION_TYPES)
+    stats["by_question_type"] = {q: by_type[q] for q in order}
+
+    split_rows = {s: {"pairs": 0, "reports": 0, "subjects": 0} for s in SPLITS}
+    if n:
+        agg = t.group_by("split").aggregate([([], "count_all"), ("report_id", "count_distinct"),
+                                             ("subject_id", "count_distinct")])
+        for s, c, r, p in zip(*(agg.column(k).to_pylist() for k in
+                                ("split", "count_all", "report_id_count_distinct", "subject_id_count_distinct"))):
+            split_rows[s] = {"pairs": c, "reports": r, "subjects": p}
+    stats["by_split"] = split_rows
+
+    by_concept = _counts(fine.filter(pc.is_valid(fine.column("concept"))) if fine.num_rows else fine, ["concept"])
+    stats["by_concept"] = {c: k for c, k in sorted(by_concept, key=lambda x: (-x[1], x[0]))}
+
+    presence = fine.filter(pc.equal(fine.column("question_type"), "presence")) if fine.num_rows else fine
+    balance: dict[str, dict[str, Any]] = {}
+    for concept, answer, count in _counts(presence, ["concept", "answer"]):
+        b = balance.setdefault(concept, {"yes": 0, "no": 0, "possibly": 0})
+        key = "yes" if answer == yes else "no" if answer == no else "possibly" if answer == possibly else None
+        if key:
+            b[key] += count
+    for b in balance.values():
+        b["yes_share"] = _r(b["yes"] / (b["yes"] + b["no"])) if b["yes"] + b["no"] else None
+    stats["presence_balance"] = {c: balance[c] for c in sorted(balance, key=lambda c: (-(balance[c]["yes"] + balance[c]["no"] + balance[c]["possibly"]), c))}
+
+    lengths: dict[str, Any] = {}
+    if n:
+        words = pc.list_value_length(pc.utf8_split_whitespace(t.column("answer"))).to_numpy(zero_copy_only=False)
+        gran = t.column("granularity").to_numpy(zero_copy_only=False)
+        for g in ("coarse", "middle", "fine"):
+            w = words[gran == g]
+            if len(w):
+                p50, p90, p99 = np.percentile(w, [50, 90, 99])
+                lengths[g] = {"mean": _r(w.mean()), "min": int(w.min()), "p50": _r(p50), "p90": _r(p90),
+                              "p99": _r(p99), "max": int(w.max())}
+    stats["answer_words"] = lengths
+
+    if fine.num_rows:
+        ev_len = pc.list_value_length(fine.column("evidence")).to_numpy(zero_copy_only=False)
+        stats["fine_evidence"] = {"with_evidence_share": _r((ev_len > 0).mean()), "mean_mentions": _r(ev_len.mean())}
+    if qa_parquet_path is not None and Path(qa_parquet_path).exists():
+        size = Path(qa_parquet_path).stat().st_size
+        stats["qa_parquet_bytes"] = size
+        stats["qa_parquet_bytes_per_1000_reports"] = int(round(size * 1000 / reports_count)) if reports_count else None
+    if config is not None:
+        stats["config"] = config.to_dict()
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.3f}".rstrip("0").rstrip(".")
+        return str(v).replace("|", "\\|")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _accuracy_section(accuracy: Mapping[str, Any] | None) -> str:
+    """Render qa-eval's result whatever its nesting: scalars as bullets, a mapping of flat mappings
+    (per label) as a table, deeper mappings recursively under a bold heading."""
+    if not accuracy:
+        return "Not measured: no gold file was given (`qa-eval OUT --gold FILE` measures it)."
+    return _render_nested(accuracy, "")
+
+
+def _is_flat(v: Any) -> bool:
+    return isinstance(v, Mapping) and not any(isinstance(x, Mapping) for x in v.values())
+
+
+def _render_nested(d: Mapping[str, Any], prefix: str) -> str:
+    lines: list[str] = []
+    blocks: list[str] = []
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and all(_is_flat(v) for v in value.values()):
+            cols: list[str] = []
+            for v in value.values():
+                cols += [c for c in v if c not in cols]
+            blocks.append(f"**{name}**\n\n" + _table([""] + cols, [[k] + [v.get(c) for c in cols] for k, v in value.items()]))
+        elif _is_flat(value):
+            lines.append(f"- {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()))
+        elif isinstance(value, Mapping):
+            blocks.append(_render_nested(value, f"{name} / "))
+        else:
+            lines.append(f"- {name}: {_fmt(value)}")
+    return "\n\n".join(([("\n".join(lines))] if lines else []) + blocks)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)
+
+
+def load_source_info(name: str, sources_file: str | Path = SOURCES_FILE) -> dict[str, Any]:
+    """Preset description of a corpus (data_cards/sources.yaml): 'mimic', 'openi', 'csv', ..."""
+    with open(sources_file, encoding="utf-8") as fh:
+        sources = yaml.safe_load(fh) or {}
+    if name not in sources:
+        raise KeyError(f"no source preset {name!r} in {sources_file}; known: {sorted(sources)}")
+    return dict(sources[name])
+
+
+def render_card(stats: Mapping[str, Any], template_path: str | Path | None = None,
+                source_info: Mapping[str, Any] | None = None,
+                accuracy: Mapping[str, Any] | None = None) -> str:
+    """The data card markdown: the template with every $placeholder filled from stats/source/accuracy."""
+    src = dict(source_info or {})
+    reports = stats.get("reports", 0)
+    cov = stats.get("coverage", {})
+    summary = _table(["", ""], [
+        ["reports", reports],
+        *([["rejected inputs", stats["rejects"]]] if "rejects" in stats else []),
+        ["QA pairs", stats.get("pairs", 0)],
+        ["pairs per report", stats.get("pairs_per_report")],
+        ["coverage: reports with ≥ 1 fine pair", _pct(cov.get("fine"))],
+        ["coverage: reports with ≥ 1 middle pair", _pct(cov.get("middle"))],
+        ["coverage: reports with ≥ 1 coarse pair", _pct(cov.get("coarse"))],
+        *([["qa.parquet bytes per 1,000 reports", stats["qa_parquet_bytes_per_1000_reports"]]]
+          if stats.get("qa_parquet_bytes_per_1000_reports") is not None else []),
+    ])
+    pairs = max(stats.get("pairs", 0), 1)
+    gran = _table(["granularity", "pairs", "share"],
+                  [[g, c, _pct(c / pairs)] for g, c in stats.get("by_granularity", {}).items()])
+    qtypes = _table(["question type", "granularity", "answer type", "pairs"],
+                    [[q, *QUESTION_TYPES.get(q, ("?", "?")), c] for q, c in stats.get("by_question_type", {}).items()])
+    splits = _table(["split", "pairs", "reports", "patients (subject ids)"],
+                    [[s, v["pairs"], v["reports"], v["subjects"] or None]  # None: no patient ids
+                     for s, v in stats.get("by_split", {}).items()])
+    balance = stats.get("presence_balance", {})
+    concepts = _table(["concept", "fine pairs", "presence yes", "presence no", "presence possibly", "yes share"],
+                      [[c, n, balance.get(c, {}).get("yes", 0), balance.get(c, {}).get("no", 0),
+                        balance.get(c, {}).get("possibly", 0), _pct(balance.get(c, {}).get("yes_share"))]
+                       for c, n in stats.get("by_concept", {}).items()])
+    lengths = _table(["granularity", "mean", "min", "median", "p90", "p99", "max"],
+                     [[g, v["mean"], v["min"], v["p50"], v["p90"], v["p99"], v["max"]]
+                      for g, v in stats.get("answer_words", {}).items()])
+    config = stats.get("config")
+    split_method = "MIMIC-CXR official split file (by study, then by patient), hash of the patient id otherwise" \
+        if config and config.get("split_file") else \
+        "stable hash (blake2b) of (seed, patient id); the report id where the patient is unknown"
+    fields = {
+        "title": src.get("title") or f"QA pairs from {src.get('name', 'radiology reports')}",
+        "source_name": src.get("name", "unknown"),
+        "source_description": src.get("description", "–"),
+        "source_licence": src.get("licence", "unknown: check before sharing"),
+        "source_url": src.get("url", "–"),
+        "source_citation": src.get("citation", "–"),
+        "source_redistribution": src.get("redistribution", "–"),
+        "source_input": src.get("input", "–"),
+        "summary_table": summary,
+        "granularity_table": gran,
+        "question_type_table": qtypes,
+        "split_table": splits,
+        "split_method": split_method,
+        "concept_table": concepts,
+        "answer_length_table": lengths,
+        "accuracy_section": _accuracy_section(accuracy),
+        "config_json": json.dumps(config, indent=2, sort_keys=True) if config else "{}",
+        "schema_version": stats.get("schema_version", ""),
+    }
+    text = Path(template_path or DEFAULT_TEMPLATE).read_text(encoding="utf-8")
+    return string.Template(text).safe_substitute(fields)
+
+
+def write_data_card(out_dir: str | Path, qa_table: pa.Table, reports_count: int, *,
+                    config: QAConfig | None = None, source_info: Mapping[str, Any] | None = None,
+                    accuracy: Mapping[str, Any] | None = None, template_path: str | Path | None = None,
+                    rejects_count: int | None = None) -> dict[str, Any]:
+    """Write OUT/stats.json and OUT/data_card.md (call after OUT/qa.parquet is written); return stats."""
+    from .generate import get_generator  # the answer words of the configured language
+
+    out = Path(out_dir)
+    gen = get_generator(config or QAConfig())
+    stats = compute_stats(qa_table, reports_count, config=config, yes=gen.yes, no=gen.no, possibly=gen.possibly,
+                          qa_parquet_path=out / "qa.parquet", rejects_count=rejects_count)
+    if accuracy:
+        stats["parser_accuracy"] = dict(accuracy)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "data_card.md").write_text(render_card(stats, template_path, source_info, accuracy), encoding="utf-8")
+    return stats
