@@ -28,5 +28,8 @@ qa: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_qa_build.py --reports 20000
 
+phantom: $(STAMP)
+	$(BIN)/python -m pipelines.phantom out/phantom --n 300 --seed 0
+
 clean:
 	rm -rf out runs

@@ -29,8 +29,12 @@ _PREDICATE_FILLER = [
     "not", "no", "likely", "probably", "possibly", "may", "might", "could", "grossly", "top", "at",
     "within", "the", "upper", "limits", "of", "normal", "size", "and", "to", "slight", "stable",
     "unchanged", "in", "persistently", "progressively", "further", "more", "less", "very", "xxxx",
+    "has", "have", "decreased", "increased", "but", "though", "although", "yet", "overall",
 ]
 _IN_SPAN_NEGATORS = frozenset({"not", "no"})
+# Hedges that predicate filler can swallow ("the heart may be mildly enlarged").
+_IN_SPAN_HEDGES = frozenset({"may", "might", "could", "possibly"})
+_IN_SPAN_PROBABLE = frozenset({"likely", "probably"})
 MASS_MIN_MM = 30.0  # radiological convention: a nodule of 3 cm or more is a mass
 
 
@@ -189,11 +193,12 @@ class MentionExtractor:
         return spans
 
     def _certainty(self, ent: Span, attrs: dict) -> str:
-        if ent._.get("ctx_negation") or any(t.lower_ in _IN_SPAN_NEGATORS for t in ent):
+        words = {t.lower_ for t in ent} if len(ent) > 1 else ()
+        if ent._.get("ctx_negation") or not _IN_SPAN_NEGATORS.isdisjoint(words):
             return "negative"
-        if ent._.get("ctx_uncertainty"):
+        if ent._.get("ctx_uncertainty") or not _IN_SPAN_HEDGES.isdisjoint(words):
             return "uncertain"
-        if ent._.get("ctx_probable"):
+        if ent._.get("ctx_probable") or not _IN_SPAN_PROBABLE.isdisjoint(words):
             return self.config.probable_as
         return "positive"
 
