@@ -89,6 +89,9 @@ def _choose(doc: Doc, findings: list[tuple[int, int]], mod: Modifier) -> int | N
         clause, _ = _breaks_between(doc, mod.end, findings[right][0])
         if findings[right][0] - mod.end <= _POST_MAX and not clause:
             return right
+    # A sentence-final change word ("..., unchanged from the prior study") is about the sentence's subject.
+    if mod.group == "change" and left is not None and not _breaks_between(doc, findings[0][1], mod.start)[0]:
+        return 0
     return None
 
 
@@ -99,6 +102,9 @@ def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[
     claimed: set[int] = set()
     for mod in sorted(modifiers, key=lambda m: (m.start - m.end, m.start)):
         tokens = range(mod.start, mod.end)
+        if mod.group == "not_laterality":  # "right atrium": a side word that names a structure
+            claimed.update(tokens)
+            continue
         if mod.group == "laterality" and any(t in claimed for t in tokens):
             continue
         target = _choose(doc, findings, mod)
@@ -107,7 +113,28 @@ def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[
         if mod.group == "laterality":
             claimed.update(tokens)
         collected[target][mod.group].append((mod.start, mod.value))
-    return [_resolve(c) for c in collected]
+    resolved = [_resolve(c) for c in collected]
+    _inherit_side(doc, findings, resolved)
+    return resolved
+
+
+_LINK_BREAKS = _CLAUSE_BREAKS | {"and", "with", "without", "no", "not"}
+
+
+def _inherit_side(doc: Doc, findings: list[tuple[int, int]], resolved: list[dict]) -> None:
+    """An interpretation without a side takes the side and place of the observation it explains:
+    "Right basilar opacity, atelectasis versus pneumonia" -> both right, base."""
+    for i in range(1, len(findings)):
+        if resolved[i]["laterality"] is not None:
+            continue
+        j = i - 1
+        if resolved[j]["laterality"] is None:
+            continue
+        if any(t.lower_ in _LINK_BREAKS for t in doc[findings[j][1]:findings[i][0]]):
+            continue
+        resolved[i]["laterality"] = resolved[j]["laterality"]
+        if resolved[i]["location"] is None:
+            resolved[i]["location"] = resolved[j]["location"]
 
 
 def _resolve(found: dict[str, list[tuple[int, str]]]) -> dict:

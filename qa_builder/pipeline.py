@@ -19,12 +19,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from qa_builder import __version__
 from qa_builder.labels import report_labels
 from qa_builder.mentions import MentionExtractor, ParserConfig, get_extractor
 from qa_builder.qa.card import load_source_info, write_data_card
 from qa_builder.qa.generate import QAConfig, balance_table, get_generator
-from qa_builder.qa.schema import rows_to_columns
 from qa_builder.reports import RawReport, Reject, detect_format, iter_reports, passthrough_columns, report_sections
 from qa_builder.sentences import split_sentences
 from qa_builder.tables import SECTION_COLUMNS, TableWriters, table_schemas
@@ -76,54 +77,69 @@ def parse_report(raw: RawReport, extractor: MentionExtractor) -> tuple[dict, lis
 _WORKER: dict = {}
 
 
-def _init_worker(parser: ParserConfig, qa: QAConfig) -> None:
+def _init_worker(parser: ParserConfig, qa: QAConfig, schemas: dict[str, pa.Schema]) -> None:
     extractor = get_extractor()
     if extractor.config != parser:
         extractor = MentionExtractor(extractor.lexicon, parser)
     _WORKER["extractor"] = extractor
     _WORKER["qa"] = get_generator(qa)
+    _WORKER["schemas"] = schemas
 
 
-def process_batch(items: list[RawReport | Reject]) -> dict[str, dict[str, list]]:
+def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch | dict]:
+    """Parse a batch; returns one Arrow record batch per table (built here, in the worker, so the
+    parent only writes) plus counters under "_stats"."""
     extractor: MentionExtractor = _WORKER["extractor"]
     generator = _WORKER["qa"]
     hits, misses = extractor.cache_hits, extractor.cache_misses
     warnings = 0
-    out: dict[str, list[dict]] = {"reports": [], "findings": [], "labels": [], "rejects": []}
-    qa_tuples: list[tuple] = []
+    reports: list[dict] = []
+    findings: list[dict] = []
+    labels: list[tuple] = []
+    qa_rows: list[tuple] = []
+    rejects: list[tuple] = []
     for item in items:
         if isinstance(item, Reject):
-            out["rejects"].append({"source": item.source, "report_id": item.report_id, "reason": item.reason})
+            rejects.append((item.source, item.report_id, item.reason))
             continue
         try:
             report, sentences, mentions = parse_report(item, extractor)
-            qa_rows = generator.rows(report, sentences, mentions)
+            if not (report["findings"] or report["impression"]):
+                rejects.append((item.source, item.report_id, "no findings or impression text after sectioning"))
+                continue
+            pairs = generator.rows(report, sentences, mentions)
         except Exception as exc:  # noqa: BLE001 - one bad report must not sink the corpus
             reason = f"parser error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            out["rejects"].append({"source": item.source, "report_id": item.report_id, "reason": reason[:300]})
-            continue
-        if not (report["findings"] or report["impression"]):
-            out["rejects"].append({"source": item.source, "report_id": item.report_id,
-                                   "reason": "no findings or impression text after sectioning"})
+            rejects.append((item.source, item.report_id, reason[:300]))
             continue
         warnings += bool(item.warnings)
-        out["reports"].append(report)
-        out["findings"].extend(mentions)
-        out["labels"].extend({"report_id": item.report_id, "scheme": s, "label": l, "value": v}
-                             for s, l, v in report_labels(mentions, extractor.lexicon))
-        qa_tuples.extend(qa_rows)
-    result = {name: _columns(rows) for name, rows in out.items()}
-    result["qa"] = rows_to_columns(qa_tuples) if qa_tuples else {}
-    result["_stats"] = {"cache_hits": [extractor.cache_hits - hits], "cache_misses": [extractor.cache_misses - misses],
-                        "reports_with_warnings": [warnings]}
+        reports.append(report)
+        findings.extend(mentions)
+        rid = item.report_id
+        labels.extend((rid, s, l, v) for s, l, v in report_labels(mentions, extractor.lexicon))
+        qa_rows.extend(pairs)
+    schemas = _WORKER["schemas"]
+    result: dict = {
+        "reports": _dict_batch(schemas["reports"], reports),
+        "findings": _dict_batch(schemas["findings"], findings),
+        "labels": _tuple_batch(schemas["labels"], labels),
+        "qa": _tuple_batch(schemas["qa"], qa_rows),
+        "rejects": _tuple_batch(schemas["rejects"], rejects),
+    }
+    result["_stats"] = {"cache_hits": extractor.cache_hits - hits, "cache_misses": extractor.cache_misses - misses,
+                        "reports_with_warnings": warnings}
     return result
 
 
-def _columns(rows: list[dict]) -> dict[str, list]:
-    if not rows:
-        return {}
-    # Every row of a table has the same keys (one input gives one set of passthrough columns).
-    return {k: [r.get(k) for r in rows] for k in rows[0]}
+def _dict_batch(schema: pa.Schema, rows: list[dict]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array([r.get(name) for r in rows], type=schema.field(name).type) for name in schema.names], schema=schema)
+
+
+def _tuple_batch(schema: pa.Schema, rows: list[tuple]) -> pa.RecordBatch:
+    columns = list(zip(*rows)) if rows else [()] * len(schema)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(list(col), type=field.type) for col, field in zip(columns, schema)], schema=schema)
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -176,7 +192,8 @@ def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str 
     reports, out = Path(reports), Path(out)
     passthrough = passthrough_columns(reports, fmt, id_column)
     out.mkdir(parents=True, exist_ok=True)
-    writers = TableWriters(out, table_schemas(passthrough))
+    schemas = table_schemas(passthrough)
+    writers = TableWriters(out, schemas)
     workers = config.workers or os.cpu_count() or 1
     progress = _Progress(config.progress)
     done = rejected = 0
@@ -186,25 +203,25 @@ def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str 
 
     stats = {"cache_hits": 0, "cache_misses": 0, "reports_with_warnings": 0}
 
-    def consume(result: dict[str, dict[str, list]]) -> None:
+    def consume(result: dict) -> None:
         nonlocal done, rejected
         for key, value in result.pop("_stats").items():
-            stats[key] += value[0]
-        for name, columns in result.items():
-            writers.write(name, columns)
-        done += len(result["reports"].get("report_id", [])) if result["reports"] else 0
-        rejected += len(result["rejects"].get("source", [])) if result["rejects"] else 0
+            stats[key] += value
+        for name, batch in result.items():
+            writers.write(name, batch)
+        done += result["reports"].num_rows
+        rejected += result["rejects"].num_rows
         progress.update(done, rejected)
 
     try:
         # Build the matchers before forking so workers share them copy-on-write.
-        _init_worker(config.parser, config.qa)
+        _init_worker(config.parser, config.qa, schemas)
         if workers == 1:
             for batch in batches:
                 consume(process_batch(batch))
         else:
             ctx = mp.get_context("fork")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(config.parser, config.qa)) as pool:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(config.parser, config.qa, schemas)) as pool:
                 pending: deque = deque()
                 for batch in batches:
                     pending.append(pool.apply_async(process_batch, (batch,)))

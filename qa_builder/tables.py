@@ -68,16 +68,10 @@ class TableWriters:
         }
         self.rows = {name: 0 for name in schemas}
 
-    def write(self, name: str, columns: dict[str, list]) -> None:
-        schema = self.schemas[name]
-        n = len(next(iter(columns.values()))) if columns else 0
-        if n == 0:
-            return
-        batch = pa.RecordBatch.from_arrays(
-            [pa.array(columns[f.name], type=f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema],
-            schema=schema)
-        self.writers[name].write_batch(batch)
-        self.rows[name] += n
+    def write(self, name: str, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.writers[name].write_batch(batch)
+            self.rows[name] += batch.num_rows
 
     def close(self) -> None:
         """Finish the Parquet files in the staging folder (readable there before `commit`)."""
