@@ -8,7 +8,7 @@ which pays on real corpora where "No pneumothorax." recurs thousands of times.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import spacy
@@ -71,10 +71,11 @@ class MentionExtractor:
         vocab = self.nlp.vocab
         make = self.nlp.make_doc
 
-        self.finding_matcher = PhraseMatcher(vocab, attr="LOWER")
+        # Matchers read NORM, which is the lower-cased word unless `_correct_spelling` set a fix.
+        self.finding_matcher = PhraseMatcher(vocab, attr="NORM")
         # Predicate constructions: subjects and predicates are matched as phrases and paired in
         # Python (`_predicate_spans`); a token Matcher with wildcards was 5x slower.
-        self.predicate_matcher = PhraseMatcher(vocab, attr="LOWER")
+        self.predicate_matcher = PhraseMatcher(vocab, attr="NORM")
         self._predicate_groups: list[str] = []  # group index -> concept
         for concept in self.lexicon.concepts.values():
             if concept.terms:
@@ -86,12 +87,12 @@ class MentionExtractor:
                 self.predicate_matcher.add(f"P{g}", [make(t) for t in pred.predicates])
         self._filler = frozenset(_PREDICATE_FILLER)
 
-        self.modifier_matcher = PhraseMatcher(vocab, attr="LOWER")
+        self.modifier_matcher = PhraseMatcher(vocab, attr="NORM")
         for group, values in self.lexicon.modifiers.items():
             for value, phrases in values.items():
                 self.modifier_matcher.add(f"{group}\t{value}", [make(p) for p in phrases])
 
-        self.normal_matcher = PhraseMatcher(vocab, attr="LOWER")
+        self.normal_matcher = PhraseMatcher(vocab, attr="NORM")
         for i, normal in enumerate(self.lexicon.normal_statements):
             self.normal_matcher.add(f"normal{i}", [make(p) for p in normal.phrases])
 
@@ -109,6 +110,7 @@ class MentionExtractor:
             # A cue can only match where its first token occurs: skip the engine otherwise (most sentences).
             cues = termset["preceding_negations"] + termset["following_negations"]
             self._cue_starts[kind] = frozenset(make(c)[0].lower_ for c in cues)
+        self._speller = _Speller(self._finding_words(), self._lexicon_words() | self.lexicon.real_words)
         self._cache: OrderedDict[str, tuple[Mention, ...]] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -129,10 +131,27 @@ class MentionExtractor:
         return mentions
 
     # -- internals --------------------------------------------------------------------------------
+    def _finding_words(self) -> Counter:
+        """Words of finding names, counted: a misspelling is corrected only towards these."""
+        lex = self.lexicon
+        phrases = [t for c in lex.concepts.values() for t in c.terms]
+        phrases += [p for c in lex.concepts.values() for pred in c.predicates for p in pred.subjects + pred.predicates]
+        return Counter(w for p in phrases for w in p.replace("-", " ").replace("/", " ").split())
+
+    def _lexicon_words(self) -> set[str]:
+        lex = self.lexicon
+        phrases = [t for c in lex.concepts.values() for t in c.terms]
+        phrases += [p for c in lex.concepts.values() for pred in c.predicates for p in pred.subjects + pred.predicates]
+        phrases += [p for values in lex.modifiers.values() for ps in values.values() for p in ps]
+        phrases += [p for ts in lex.termsets.values() for ps in ts.values() for p in ps]
+        phrases += [p for n in lex.normal_statements for p in n.phrases]
+        return {w for p in phrases for w in p.replace("-", " ").replace("/", " ").split()}
+
     def _extract(self, sentence: str) -> list[Mention]:
         doc = self.nlp.make_doc(sentence)
         if not len(doc):
             return []
+        self._speller.correct(doc)
         strings = self.nlp.vocab.strings
         spans = [Span(doc, s, e, label=mid) for mid, s, e in self.finding_matcher(doc)]
         spans += self._predicate_spans(doc)
@@ -216,6 +235,70 @@ class MentionExtractor:
                 taken.append((s, e, concept))
                 out.append(Mention(span.start_char, span.end_char, span.text, concept, "negative"))
         return out
+
+
+class _Speller:
+    """Fixes one-edit misspellings of finding words ("effussion", "atelecatsis", "pneumothroax").
+
+    Only long alphabetic tokens that are neither lexicon words nor listed real words (lexicon
+    `real_words`: "hemithorax" is not a misspelt "hemothorax") are looked at; the candidate must be a
+    finding word at Damerau distance 1 that is not just another inflection ("appears"/"appear"), and
+    the clear favourite when several fit. The fix goes into token.norm_, which the matchers read, so
+    the text and offsets stay as written.
+    """
+
+    MIN_LENGTH = 7
+
+    def __init__(self, targets: Counter, known: set[str]):
+        self.known = frozenset(known)
+        self.counts = targets
+        self.index: dict[str, set[str]] = {}
+        for w in targets:
+            if len(w) >= self.MIN_LENGTH - 1 and w.isalpha():
+                for key in {w, *self._deletes(w)}:
+                    self.index.setdefault(key, set()).add(w)
+
+    @staticmethod
+    def _deletes(word: str) -> list[str]:
+        return [word[:i] + word[i + 1:] for i in range(len(word))]
+
+    def suggest(self, word: str) -> str | None:
+        found = set(self.index.get(word, ()))                  # word is a lexicon word minus a letter
+        for d in self._deletes(word):
+            found |= self.index.get(d, set())                  # extra letter, substitution, transposition
+        found = [c for c in found if _one_edit(word, c) and not _inflection(word, c)]
+        if not found:
+            return None
+        found.sort(key=lambda c: (-self.counts[c], c))
+        if len(found) > 1 and self.counts[found[0]] < 2 * self.counts[found[1]]:
+            return None  # no clear favourite
+        return found[0]
+
+    def correct(self, doc: Doc) -> None:
+        for token in doc:
+            low = token.lower_
+            if len(low) >= self.MIN_LENGTH and low not in self.known and low.isalpha():
+                fix = self.suggest(low)
+                if fix:
+                    token.norm_ = fix
+
+
+def _inflection(a: str, b: str) -> bool:
+    short, long_ = sorted((a, b), key=len)
+    return long_.startswith(short) and long_[len(short):] in ("s", "d", "e", "es", "ed")
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Damerau-Levenshtein distance exactly 1."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long_[k]), len(short))
+    return short[i:] == long_[i + 1:]
 
 
 class _SentenceNegex(Negex):

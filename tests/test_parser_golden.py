@@ -155,3 +155,19 @@ def test_label_aggregation_positive_beats_uncertain_beats_negative(extractor):
 )
 def test_sentence_splitting(text, expected):
     assert split_sentences(text) == expected
+
+
+@pytest.mark.parametrize(
+    "sentence, concept",
+    [("No effussion.", "pleural_effusion"), ("Mild left basilar atelecatsis.", "atelectasis"),
+     ("Small right pneumothroax.", "pneumothorax"), ("Nondisplaced left rib fracutre.", "fracture")],
+)
+def test_one_edit_misspellings_are_read(extractor, sentence, concept):
+    assert concept in found(extractor, sentence)
+
+
+def test_real_words_are_not_corrected(extractor):
+    # "hemithorax" is one letter from "hemothorax" (an effusion term) but is a different word.
+    assert "pleural_effusion" not in found(extractor, "The left hemithorax is clear.")
+    (m,) = extractor.extract("Small left effussion.")
+    assert m.text == "effussion"  # offsets and text stay as written

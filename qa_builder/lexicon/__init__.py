@@ -61,6 +61,7 @@ class Lexicon:
     modifiers: dict[str, dict[str, tuple[str, ...]]]   # group -> canonical value -> phrases
     termsets: dict[str, dict[str, tuple[str, ...]]]    # context kind -> negspacy termset
     normal_statements: tuple[NormalStatement, ...]
+    real_words: frozenset[str]                          # never "corrected" as misspellings
     digest: str                                         # sha256 of the YAML files, for the manifest
 
 
@@ -126,7 +127,8 @@ def load_lexicon(directory: Path | str | None = None) -> Lexicon:
         if unknown:
             raise LexiconError(f"context.yaml:normal_statements[{i}]: unknown concepts {unknown}")
         normals.append(NormalStatement(tuple(entry["concepts"]), _phrases(entry.get("phrases"), f"context.yaml:normal_statements[{i}]")))
-    return Lexicon(concepts, groups, termsets, tuple(normals), digest)
+    real_words = frozenset(_phrases(context.get("real_words"), "context.yaml:real_words"))
+    return Lexicon(concepts, groups, termsets, tuple(normals), real_words, digest)
 
 
 @lru_cache(maxsize=4)
