@@ -8,10 +8,27 @@ which pays on real corpora where "No pneumothorax." recurs thousands of times.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
-import spacy
+
+def _import_spacy_without_torch():
+    """spaCy's thinc imports torch when it is installed (here it is, for model/): 1.5 s of start-up
+    per qa-build run for nothing, since a blank pipeline never uses it. Hide torch during the import
+    only; a later `import torch` in this process works as usual."""
+    if "torch" in sys.modules:
+        import spacy
+        return spacy
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import spacy
+    finally:
+        del sys.modules["torch"]
+    return spacy
+
+
+spacy = _import_spacy_without_torch()
 from negspacy.negation import Negex
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span

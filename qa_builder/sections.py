@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from qa_builder.yamlio import load_yaml
 
 __all__ = ["CANONICAL_SECTIONS", "SectionLexicon", "load_lexicon", "header_to_section", "split_sections"]
 
@@ -73,7 +73,7 @@ def _keyword_norm(header: str) -> str:
 
 def load_lexicon(path: Path | str = LEXICON_PATH) -> SectionLexicon:
     """Read and validate the header lexicon (ValueError on unknown sections or a synonym listed twice)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data = load_yaml(Path(path).read_text(encoding="utf-8"))
     synonyms: dict[str, str] = {}
     for section, headers in (data.get("sections") or {}).items():
         if section not in CANONICAL_SECTIONS:

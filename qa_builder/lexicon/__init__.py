@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from qa_builder.yamlio import YAMLError, load_yaml
 
 LEXICON_DIR = Path(__file__).resolve().parent
 LEXICON_FILES = ("findings.yaml", "modifiers.yaml", "context.yaml")
@@ -86,8 +86,8 @@ def _phrases(values, where: str) -> tuple[str, ...]:
 
 def _load_yaml(path: Path):
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
         raise LexiconError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
 
 

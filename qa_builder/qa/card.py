@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
+from qa_builder.yamlio import load_yaml
 
 from .generate import QUESTION_TYPES, QAConfig
 from .schema import QA_SCHEMA_VERSION
@@ -179,7 +179,7 @@ def _fmt(v: Any) -> str:
 def load_source_info(name: str, sources_file: str | Path = SOURCES_FILE) -> dict[str, Any]:
     """Preset description of a corpus (data_cards/sources.yaml): 'mimic', 'openi', 'csv', ..."""
     with open(sources_file, encoding="utf-8") as fh:
-        sources = yaml.safe_load(fh) or {}
+        sources = load_yaml(fh) or {}
     if name not in sources:
         raise KeyError(f"no source preset {name!r} in {sources_file}; known: {sorted(sources)}")
     return dict(sources[name])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from qa_builder.yamlio import load_yaml
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONCEPTS_FILE = PACKAGE_DIR / "concepts.yaml"
@@ -37,7 +37,7 @@ class ConceptInfo:
 
 def _load_yaml(path: Path) -> dict:
     with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+        data = load_yaml(fh) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at top level")
     return data
