@@ -1,5 +1,6 @@
 # All set-up happens here: a fresh machine needs only `make pretrain` or `make test`.
 PY ?= python3
+PHANTOM_N ?= 600
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -30,6 +31,12 @@ bench: $(STAMP)
 
 phantom: $(STAMP)
 	$(BIN)/python -m pipelines.phantom out/phantom --n 300 --seed 0
+
+# The main job on the embedded default: synthetic corpus -> QA tables -> tiny QFT pre-training on CPU.
+pretrain: $(STAMP)
+	$(BIN)/python -m pipelines.phantom out/phantom --n $(PHANTOM_N) --seed 0 --workers 2
+	$(BIN)/qa-build out/phantom/files out/phantom_qa --split-file out/phantom/mimic-cxr-2.0.0-split.csv
+	$(BIN)/python -m model.cli pretrain --data out/phantom_qa --images out/phantom --config tiny --out runs/tiny
 
 clean:
 	rm -rf out runs

@@ -1,0 +1,186 @@
+"""Benchmark one QFT pre-training step (random data) per setting: samples/s, step time, peak memory, MFU.
+
+    python bench/bench_qft.py --size paper --batches 32,128 --settings fp32-eager,bf16-eager,bf16-compile
+    python bench/bench_qft.py --size paper --anchor ../shared/bench/anchor_qft_step.py   # + the official step
+    python bench/bench_qft.py --size tiny                                                  # CPU: tiny config
+
+``paper`` = configs/base.json (ViT-B/16 at 224, 12-layer BERT, 3-layer QFT x 32 queries, 12-layer GPT-2,
+report 200 / coarse 200 / middle 100 / fine 50 tokens, vocab 21128 as the anchor). The step timed is
+the trainer's: on-device augmentation of both views, forward under autocast, backward, clipping, AdamW.
+FLOPs are counted once per setting with torch's FlopCounterMode; MFU = FLOPs/step / step time / peak,
+with the peak measured as a bf16 8192^3 matmul (as the anchor script does) and the nominal one if known.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.utils.flop_counter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model.augment import augment  # noqa: E402
+from model.config import load_config  # noqa: E402
+from model.losses import IGNORE  # noqa: E402
+from model.qft import QFT  # noqa: E402
+from model.train import PEAK_BF16  # noqa: E402
+
+VOCAB = {"paper": 21128, "tiny": 2000}  # the anchor's vocabulary at paper shapes; tiny.json's otherwise
+
+
+def random_batch(cfg, bs: int, dev: torch.device, lengths: dict, vocab: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    S = cfg.model.image_size
+    r = lambda n: torch.randint(7, vocab, (bs, n), generator=g)  # noqa: E731
+    b = {"image0": torch.randint(0, 256, (bs, S, S), dtype=torch.uint8, generator=g),
+         "image1": torch.randint(0, 256, (bs, S, S), dtype=torch.uint8, generator=g),
+         "report": r(lengths["report"]), "report_mask": torch.ones(bs, lengths["report"], dtype=torch.long),
+         "report_key": torch.arange(bs)}
+    for name in ("coarse", "middle", "fine"):
+        b[name] = r(lengths[name])
+        t = r(lengths[name])
+        t[:, :8] = IGNORE  # a short question prompt
+        b[name + "_targets"] = t
+    return {k: v.to(dev) for k, v in b.items()}
+
+
+def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengths: dict, vocab: int) -> dict:
+    precision, mode = setting.split("-")
+    torch.manual_seed(0)
+    model = QFT(cfg.model, vocab, 0, 5, 6).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=dev.type == "cuda")
+    fwd = torch.compile(model) if mode == "compile" else model
+    use_bf16 = precision == "bf16" and dev.type == "cuda"
+    batch = random_batch(cfg, bs, dev, lengths, vocab)
+    gen = torch.Generator().manual_seed(0)
+    d = cfg.data
+
+    def step(f):
+        b = dict(batch)
+        b["pixels0"] = augment(b.pop("image0"), gen, d.augment_scale, d.augment_rotate, d.augment_jitter)
+        b["pixels1"] = augment(b.pop("image1"), gen, d.augment_scale, d.augment_rotate, d.augment_jitter)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = f(b)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    fc = torch.utils.flop_counter.FlopCounterMode(display=False)
+    with fc:
+        step(model)
+    flops = fc.get_total_flops()
+    warm = 3 if mode == "eager" else 5
+    times = []
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(warm + steps):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step(fwd)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warm:
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    out = {"setting": setting, "batch": bs, "step_s": round(med, 4), "samples_per_s": round(bs / med, 1),
+           "peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
+           "TFLOP_per_sample": round(flops / bs / 1e12, 4), "achieved_TFLOPs": round(flops / med / 1e12, 2)}
+    del model, opt, fwd
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def matmul_ceiling() -> float:
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn_like(a)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * 8192**3 * 10 / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="paper", choices=["paper", "tiny"])
+    ap.add_argument("--batches", default=None, help="comma-separated (default: 32,128 paper / 32 tiny)")
+    ap.add_argument("--settings", default=None, help="precision-mode list, e.g. fp32-eager,bf16-eager,bf16-compile")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--anchor", default=None, help="path to anchor_qft_step.py: time the official step too")
+    ap.add_argument("--anchor-settings", default="anchor,tuned")
+    ap.add_argument("--anchor-batches", default="25,100")
+    a = ap.parse_args()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg = load_config("base" if a.size == "paper" else "tiny")
+    d = cfg.data
+    lengths = {"report": d.report_tokens, "coarse": d.coarse_tokens, "middle": d.middle_tokens, "fine": d.fine_tokens}
+    batches = [int(x) for x in (a.batches or ("32,128" if a.size == "paper" else "32")).split(",")]
+    settings = (a.settings or ("fp32-eager,bf16-eager,bf16-compile" if dev.type == "cuda" else "fp32-eager")).split(",")
+    ceiling = nominal = None
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name()
+        ceiling = matmul_ceiling()
+        nominal = next((v for k, v in PEAK_BF16.items() if k in name), None)
+        print(f"# {name}: bf16 matmul ceiling {ceiling / 1e12:.0f} TFLOP/s, nominal {nominal and nominal / 1e12} TFLOP/s")
+    else:
+        print(f"# CPU, {torch.get_num_threads()} threads")
+    rows = []
+    for bs in batches:
+        for s in settings:
+            try:
+                r = run_setting(cfg, s, bs, a.steps, dev, lengths, VOCAB[a.size])
+                if ceiling:
+                    r["MFU_vs_matmul"] = round(r["achieved_TFLOPs"] * 1e12 / ceiling, 3)
+                if nominal:
+                    r["MFU_vs_nominal"] = round(r["achieved_TFLOPs"] * 1e12 / nominal, 3)
+            except Exception as e:  # keep the table going (e.g. out of memory)
+                r = {"setting": s, "batch": bs, "error": repr(e)[:200]}
+            rows.append({"who": "ours", **r})
+            print(json.dumps(rows[-1]), flush=True)
+    if a.anchor:
+        spec = importlib.util.spec_from_file_location("anchor_qft_step", a.anchor)
+        anchor = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(anchor)
+        for bs in map(int, a.anchor_batches.split(",")):
+            for s in a.anchor_settings.split(","):
+                try:
+                    r = anchor.run(s, a.size, bs, a.steps, dev.type)
+                except Exception as e:  # noqa: BLE001
+                    r = {"setting": s, "batch": bs, "error": repr(e)[:200]}
+                rows.append({"who": "anchor", **r})
+                print(json.dumps(rows[-1]), flush=True)
+    print()
+    cols = ["who", "setting", "batch", "samples_per_s", "step_s", "peak_GiB", "TFLOP_per_sample", "MFU_vs_matmul",
+            "MFU_vs_nominal", "error"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    ours = [r for r in rows if r["who"] == "ours" and "samples_per_s" in r]
+    anch = [r for r in rows if r["who"] == "anchor" and "samples_per_s" in r]
+    if ours and anch:
+        best, ref = max(ours, key=lambda r: r["samples_per_s"]), min(anch, key=lambda r: r["samples_per_s"])
+        print(f"\nbest ours {best['samples_per_s']} samples/s ({best['setting']}, batch {best['batch']}) = "
+              f"{best['samples_per_s'] / ref['samples_per_s']:.1f}x the anchor's {ref['setting']} "
+              f"(batch {ref['batch']}, {ref['samples_per_s']} samples/s)")
+        for r in anch:
+            print(f"  vs anchor {r['setting']} batch {r['batch']}: {best['samples_per_s'] / r['samples_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Command line: ``qft pretrain | prepare | synth`` (also ``python -m model.cli ...``).
+
+    qft pretrain --data OUT --images IMAGES --config tiny --out runs/tiny
+    torchrun --nproc_per_node 8 -m model.cli pretrain --data OUT --images IMAGES --config base --out runs/base
+    qft prepare  --data OUT --images IMAGES --config base --cache CACHE --workers 16   # image cache only
+    qft synth    DATA IMAGES --studies 400                                             # tiny synthetic corpus
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _overrides(a) -> dict:
+    o = {}
+    for key, attr in (("train.steps", "steps"), ("train.batch_size", "batch_size"), ("train.lr", "lr"),
+                      ("train.seed", "seed"), ("train.precision", "precision"), ("data.workers", "workers"),
+                      ("data.tokenizer", "tokenizer")):
+        v = getattr(a, attr, None)
+        if v is not None:
+            o[key] = v
+    if getattr(a, "compile", False):
+        o["train.compile"] = True
+    for item in getattr(a, "set", None) or []:
+        key, _, value = item.partition("=")
+        try:
+            o[key] = json.loads(value)
+        except json.JSONDecodeError:
+            o[key] = value
+    return o
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="folder with reports.parquet and qa.parquet (qa-build output)")
+    p.add_argument("--images", required=True,
+                   help="image root (mimic-cxr-2.0.0-metadata.csv + files/ tree) or a CSV with study_id,path[,view]")
+    p.add_argument("--config", default="tiny", help="tiny | base | path to a JSON/YAML config")
+    p.add_argument("--cache", default=None, help="image cache folder (default: OUT/cache; runs/<config>/cache for prepare)")
+    p.add_argument("--workers", type=int, default=None, help="image decoding / data loading processes")
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir or hub name (default: train one on the corpus)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=JSON", help="override any config field")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="qft", description="QFT vision-language pre-training on QA Parquet tables")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("pretrain", help="pre-train QFT")
+    _data_args(p)
+    p.add_argument("--out", default=None, help="run folder: checkpoint/, train.log, metrics.csv (default runs/<config>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="per process")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--precision", choices=["bf16", "fp32"], default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this step (resume continues the schedule)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("prepare", help="decode + resize all images into the uint8 cache (parallel, resumable)")
+    _data_args(p)
+    p.add_argument("--size", type=int, default=None, help="image size (default: the config's)")
+
+    p = sub.add_parser("synth", help="write a tiny synthetic corpus (tables + images) for smoke runs")
+    p.add_argument("data")
+    p.add_argument("images")
+    p.add_argument("--studies", type=int, default=400)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        if a.cmd == "synth":
+            from .synthetic import make_corpus
+            make_corpus(a.data, a.images, n_studies=a.studies, size=a.size, seed=a.seed)
+            print(f"wrote {a.studies} studies: tables in {a.data}, images in {a.images}")
+            return 0
+        from .config import load_config
+        cfg = load_config(a.config, _overrides(a))
+        if a.cmd == "prepare":
+            from .data.dataset import join_images
+            from .data.cache import prepare_cache
+            from .data.images import build_index
+            from .data.tables import load_studies
+            studies, per_study = join_images(load_studies(a.data), build_index(a.images))
+            paths = list(dict.fromkeys(r.path for recs in per_study for r in recs))
+            cache = prepare_cache(paths, a.cache or f"runs/{cfg.name}/cache", a.size or cfg.model.image_size,
+                                  workers=cfg.data.workers if a.workers is None else a.workers)
+            print(f"cache {cache.folder}: {int(cache.ok.sum())}/{cache.count} images ready")
+            return 0
+        from .train import pretrain
+        summary = pretrain(cfg, a.data, a.images, a.out or f"runs/{cfg.name}", cache=a.cache, resume=a.resume,
+                           device=a.device, stop_at=a.stop_at, progress=not a.no_progress)
+        r = summary["retrieval"]
+        if r:
+            print(f"held-out image-report retrieval top-1: image->report {r['i2t_top1']:.3f}, "
+                  f"report->image {r['t2i_top1']:.3f} over {r['n']} studies (chance {r['chance']:.3f})")
+        print(f"checkpoint: {summary['checkpoint']}")
+        return 0
+    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+        print(f"qft {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The QFT model (Su et al., MICCAI 2024, "Design as Desired"), read top to bottom.
+
+    image views (B, S, S) uint8 --augment/normalise--> (2B, C, S, S)
+      -> ImageEncoder (any transformers vision backbone)  -> global (2B, Dv), patch tokens (2B, N, Dv)
+      -> QueryTransformer: Q learned queries, self-attention (bidirectional) + cross-attention to the
+         projected patch tokens                             -> quasi-textual tokens (2B, 1+Q, H)
+    report (B, Lr) -> TextEncoder (BERT-style)              -> [CLS] (B, Dt)
+    QA prompt + answer (B, Lg) -> GPT-2 decoder with cross-attention to both views' QFT tokens (B, 2(1+Q), Hd)
+
+Losses (``losses.py``): image-report contrastive on the mean of the two views' global embeddings,
+query-report contrastive (max over queries), LM loss on one coarse / middle / fine QA pair (9 / 3 / 1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .losses import FeatureQueue, QFTLoss, gather_rows, image_report_contrastive, lm_loss, query_report_contrastive
+
+# backbones whose last_hidden_state starts with a [CLS] token (global = token 0, patches = the rest)
+CLS_FIRST = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn", "vit_mae",
+             "clip_vision_model", "yolos"}
+GRANULARITIES = ("coarse", "middle", "fine")
+
+
+# ----------------------------------------------------------------------------------------------------
+# backbones from transformers: by hub name / local dir, or built from a config dict (offline)
+
+
+def _from_config_dict(d: dict):
+    from transformers import AutoConfig
+
+    d = dict(d)
+    model_type = d.pop("model_type")
+    return AutoConfig.for_model(model_type, **d)
+
+
+def build_backbone(name_or_path: str | None, config: dict, attn: str, overrides: dict, **model_kwargs):
+    from transformers import AutoModel
+
+    def make(**attn_kw):
+        if name_or_path:
+            return AutoModel.from_pretrained(name_or_path, **attn_kw, **model_kwargs)
+        return AutoModel.from_config(_from_config_dict({**config, **overrides}), **attn_kw, **model_kwargs)
+
+    try:
+        return make(attn_implementation=attn)
+    except ValueError as e:  # models without attention (ResNet, ConvNeXt) reject an attention implementation
+        if "attention implementation" not in str(e):
+            raise
+        return make()
+
+
+class ImageEncoder(nn.Module):
+    """Any transformers vision backbone -> (global vector (B, D), patch tokens (B, N, D))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        over = {"image_size": cfg.image_size, "num_channels": cfg.image_channels}
+        try:
+            self.backbone = build_backbone(cfg.vision_backbone, cfg.vision_config, cfg.attn_implementation, over,
+                                           add_pooling_layer=False)
+        except TypeError:  # backbones without that argument (ResNet, ConvNeXt, ...)
+            self.backbone = build_backbone(cfg.vision_backbone, cfg.vision_config, cfg.attn_implementation, over)
+        c = self.backbone.config
+        self.width = getattr(c, "hidden_size", None) or c.hidden_sizes[-1]
+        self.cls_first = c.model_type in CLS_FIRST
+        self.channels = getattr(c, "num_channels", cfg.image_channels)
+        self.pooling = cfg.image_pooling
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.backbone(pixel_values=pixels)
+        h = out.last_hidden_state
+        if h.ndim == 4:  # conv nets: (B, C, h, w) -> tokens (B, h*w, C)
+            h = h.flatten(2).transpose(1, 2)
+        pooled = getattr(out, "pooler_output", None)
+        if self.cls_first:
+            h, cls = h[:, 1:], h[:, 0]
+            return (cls if self.pooling == "cls" else h.mean(1)), h
+        if pooled is not None:  # always used when the backbone has one (unused parameters would break DDP)
+            return pooled.flatten(1), h
+        return h.mean(1), h
+
+
+class TextEncoder(nn.Module):
+    """BERT-style report encoder -> [CLS] (B, D)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, pad_id: int):
+        super().__init__()
+        # a config that names its own (larger) vocabulary keeps it: checkpoints of pretrained backbones
+        over = {"vocab_size": max(vocab_size, cfg.text_config.get("vocab_size", 0)), "pad_token_id": pad_id}
+        try:
+            self.backbone = build_backbone(cfg.text_backbone, cfg.text_config, cfg.attn_implementation, over,
+                                           add_pooling_layer=False)
+        except TypeError:
+            self.backbone = build_backbone(cfg.text_backbone, cfg.text_config, cfg.attn_implementation, over)
+        if self.backbone.get_input_embeddings().num_embeddings < vocab_size:
+            self.backbone.resize_token_embeddings(vocab_size)
+        self.width = self.backbone.config.hidden_size
+        self.pooling = cfg.text_pooling
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, D)
+        if self.pooling == "cls":
+            return h[:, 0]
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# query transformer
+
+
+class Attention(nn.Module):
+    """Multi-head attention through F.scaled_dot_product_attention (flash / memory-efficient kernels)."""
+
+    def __init__(self, dim: int, heads: int, kv_dim: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        assert dim % heads == 0, "qft_hidden must be divisible by qft_heads"
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(kv_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        context = x if context is None else context
+        S = context.shape[1]
+        q = self.q(x).view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, h, T, d)
+        k, v = self.kv(context).view(B, S, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, S, d)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+class QFTLayer(nn.Module):
+    """BERT-style post-LN block: queries attend to each other (no causal mask), then to the image."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.self_attn, self.ln1 = Attention(dim, heads, dropout=dropout), nn.LayerNorm(dim, eps=1e-12)
+        self.cross_attn, self.ln2 = Attention(dim, heads, dropout=dropout), nn.LayerNorm(dim, eps=1e-12)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.ln3 = nn.LayerNorm(dim, eps=1e-12)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(x + self.drop(self.self_attn(x)))
+        x = self.ln2(x + self.drop(self.cross_attn(x, image)))
+        return self.ln3(x + self.drop(self.mlp(x)))
+
+
+class QueryTransformer(nn.Module):
+    """N learned queries read the patch tokens -> quasi-textual tokens, prefixed by their mean (1 + N)."""
+
+    def __init__(self, cfg: ModelConfig, image_width: int):
+        super().__init__()
+        H = cfg.qft_hidden
+        self.queries = nn.Parameter(torch.randn(1, cfg.num_queries, H) * 0.02)  # (1, Q, H)
+        self.in_ln = nn.LayerNorm(H, eps=1e-12)
+        self.image_proj = nn.Sequential(nn.Linear(image_width, H), nn.LayerNorm(H, eps=1e-12))
+        self.layers = nn.ModuleList(QFTLayer(H, cfg.qft_heads, cfg.qft_mlp_ratio, cfg.dropout)
+                                    for _ in range(cfg.qft_layers))
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        image = self.image_proj(patches)  # (B, N, H)
+        x = self.in_ln(self.queries).expand(patches.shape[0], -1, -1)  # (B, Q, H)
+        for layer in self.layers:
+            x = layer(x, image)
+        return torch.cat([x.mean(1, keepdim=True), x], 1)  # (B, 1 + Q, H)
+
+
+# ----------------------------------------------------------------------------------------------------
+# decoder
+
+
+def build_decoder(cfg: ModelConfig, vocab_size: int, pad_id: int, bos_id: int, eos_id: int):
+    from transformers import GPT2LMHeadModel
+
+    # pad_token_id stays unset: right padding under a causal mask needs no attention mask, and
+    # generate() is given pad_token_id explicitly
+    ids = {"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": None}
+    if cfg.decoder_backbone:
+        dec = GPT2LMHeadModel.from_pretrained(cfg.decoder_backbone, add_cross_attention=True,
+                                              attn_implementation=cfg.attn_implementation, **ids)
+        if dec.config.vocab_size != vocab_size:
+            dec.resize_token_embeddings(vocab_size)
+        return dec
+    vocab_size = max(vocab_size, cfg.decoder_config.get("vocab_size", 0))
+    c = _from_config_dict({**cfg.decoder_config, "add_cross_attention": True, "vocab_size": vocab_size, **ids})
+    return GPT2LMHeadModel._from_config(c, attn_implementation=cfg.attn_implementation)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the model
+
+
+@dataclass
+class ImageFeatures:
+    embedding: torch.Tensor  # (B, E) normalised mean of the views' global embeddings (retrieval)
+    global_features: torch.Tensor  # (V, B, Dv) backbone global vectors per view
+    patch_tokens: torch.Tensor  # (V, B, N, Dv)
+    query_tokens: torch.Tensor  # (V, B, 1 + Q, H) QFT output per view
+    decoder_context: torch.Tensor  # (B, V * (1 + Q), Hd) what the decoder cross-attends to
+
+
+class QFT(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, pad_id: int, bos_id: int, eos_id: int):
+        super().__init__()
+        self.cfg = cfg
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.image_encoder = ImageEncoder(cfg)
+        self.text_encoder = TextEncoder(cfg, vocab_size, pad_id)
+        self.qft = QueryTransformer(cfg, self.image_encoder.width)
+        self.decoder = build_decoder(cfg, vocab_size, pad_id, bos_id, eos_id)
+        E, Dv, Dt, H = cfg.embed_dim, self.image_encoder.width, self.text_encoder.width, cfg.qft_hidden
+        Hd = self.decoder.config.n_embd
+        self.image_global = nn.Linear(Dv, E)  # global image vector -> contrastive space
+        self.report_global = nn.Linear(Dt, E)  # report [CLS] -> image-report space
+        self.report_query = nn.Linear(Dt, E)  # report [CLS] -> query-report space
+        self.query_embed = nn.Linear(H, E)  # QFT tokens -> query-report space
+        self.query_to_decoder = nn.Sequential(nn.Linear(H, Hd), nn.LayerNorm(Hd))
+        K, Q = cfg.queue_size, cfg.num_queries + 1
+        self.image_queue, self.report_queue = FeatureQueue(K, E), FeatureQueue(K, E)
+        self.report_query_queue = FeatureQueue(K, E)
+        self.query_queues = nn.ModuleList([FeatureQueue(K, Q, E), FeatureQueue(K, Q, E)])  # one per view
+        self.use_queue = True  # the trainer turns queue negatives off for the first queue_warmup_steps
+        self.register_buffer("pixel_stats", torch.tensor([cfg.image_mean, cfg.image_std]), persistent=False)
+
+    # ---- inputs ------------------------------------------------------------------------------------
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, S, S) / (B, 1, S, S), or float in [0, 1] -> normalised float (B, C, S, S)."""
+        x = pixels.float().div(255.0) if pixels.dtype == torch.uint8 else pixels.float()
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        x = (x - self.pixel_stats[0]) / self.pixel_stats[1]
+        return x.expand(-1, self.image_encoder.channels, -1, -1)
+
+    # ---- downstream API ----------------------------------------------------------------------------
+    def encode_image(self, view0: torch.Tensor, view1: torch.Tensor | None = None) -> ImageFeatures:
+        """One or two views per study (uint8 as in the cache, or float in [0, 1]); one view is used twice."""
+        views = [self.normalise(view0), self.normalise(view1 if view1 is not None else view0)]
+        B = views[0].shape[0]
+        g, patches = self.image_encoder(torch.cat(views))  # both views in one pass: (2B, Dv), (2B, N, Dv)
+        q = self.qft(patches)  # (2B, 1 + Q, H)
+        emb = F.normalize(self.image_global(g), dim=-1).view(2, B, -1)
+        embedding = F.normalize(emb.mean(0), dim=-1)
+        ctx = self.query_to_decoder(q).view(2, B, q.shape[1], -1)
+        ctx = torch.cat([ctx[0], ctx[1]], 1)  # (B, 2(1 + Q), Hd)
+        return ImageFeatures(embedding, g.view(2, B, -1), patches.view(2, B, *patches.shape[1:]),
+                             q.view(2, B, *q.shape[1:]), ctx)
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Report tokens ([CLS] ... [SEP]) -> (B, E) normalised embedding in the image-report space."""
+        return F.normalize(self.report_global(self.text_encoder(ids, mask)), dim=-1)
+
+    def decoder_logits(self, ids: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None):
+        # right-padded sequences under a causal mask never attend to their padding: no mask needed
+        return self.decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=context,
+                            use_cache=False).logits
+
+    @torch.no_grad()
+    def generate(self, view0: torch.Tensor, prompts: torch.Tensor, view1: torch.Tensor | None = None,
+                 max_new_tokens: int = 50) -> torch.Tensor:
+        """Greedy answers. prompts: (B, L) left-padded [BOS] question [SEP] ids; returns (B, <= max_new_tokens)."""
+        ctx = self.encode_image(view0, view1).decoder_context
+        mask = (prompts != self.pad_id).long()
+        mask[:, -1] = 1
+        out = self.decoder.generate(input_ids=prompts, attention_mask=mask, encoder_hidden_states=ctx,
+                                    max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
+                                    eos_token_id=self.eos_id, bos_token_id=self.bos_id)
+        return out[:, prompts.shape[1]:]
+
+    # ---- pre-training ------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> QFTLoss:
+        """batch: pixels0/pixels1 (B, C, S, S) float (augmented), report/report_mask (B, Lr), report_key (B,)
+        int64 hash of the report text (rows with equal keys are not each other's negatives), and per
+        granularity g: g (B, Lg) inputs, g_targets (B, Lg) shifted targets (IGNORE outside answers)."""
+        cfg, T = self.cfg, self.cfg.temperature
+        img = self.encode_image(batch["pixels0"], batch["pixels1"])
+        cls = self.text_encoder(batch["report"], batch["report_mask"])  # (B, Dt)
+        report_emb = F.normalize(self.report_global(cls), dim=-1)  # (B, E)
+        report_q = F.normalize(self.report_query(cls), dim=-1)  # (B, E)
+        queries = F.normalize(self.query_embed(img.query_tokens), dim=-1)  # (2, B, 1 + Q, E)
+
+        keys = batch["report_key"]  # (B,) hash of the report tokens: same text -> not a negative
+        all_keys = gather_rows(keys)
+        itc = image_report_contrastive(img.embedding, report_emb, keys, all_keys, self.image_queue,
+                                       self.report_queue, T, self.use_queue)
+        qrc = query_report_contrastive(queries, report_q, keys, all_keys, list(self.query_queues),
+                                       self.report_query_queue, T, self.use_queue)
+        lm = [lm_loss(self.decoder_logits(batch[g], img.decoder_context), batch[g + "_targets"])
+              for g in GRANULARITIES]
+        total = itc + qrc + sum(w * x for w, x in zip(cfg.lm_weights, lm))
+
+        if self.training:  # enqueue this step's (gathered) features for the next steps' negatives
+            self.image_queue.push(gather_rows(img.embedding), all_keys)
+            self.report_queue.push(gather_rows(report_emb), all_keys)
+            self.report_query_queue.push(gather_rows(report_q), all_keys)
+            for v in range(2):
+                self.query_queues[v].push(gather_rows(queries[v]), all_keys)
+        return QFTLoss(total, itc, qrc, *lm)
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def cosine_lr(step: int, peak: float, floor: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``peak`` then cosine decay to ``floor`` at ``total`` steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))

@@ -1,0 +1,356 @@
+"""QFT pre-training loop: one file, top to bottom.
+
+Single process (CPU or one GPU) without torch.distributed; ``torchrun --nproc_per_node N`` (DDP, NCCL on
+GPU / gloo on CPU) with no code change. bf16 autocast + TF32 + fused AdamW on GPU, optional torch.compile,
+cosine schedule with warm-up, gradient clipping, a NaN/Inf guard, atomic safetensors checkpoints and an
+exact ``--resume`` (data order, QA choice, augmentation and dropout are all seeded by (seed, step, rank)).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.utils.flop_counter
+from tqdm import tqdm
+
+from .augment import augment
+from .checkpoint import find_checkpoint, load_checkpoint, load_config_from, save_checkpoint
+from .config import QFTConfig
+from .data.dataset import Collate, Corpus, StepSampler, StudyDataset, build_corpus
+from .data.tokenizer import TextTokenizer
+from .qft import QFT, cosine_lr, param_count
+
+log = logging.getLogger("qft")
+
+# dense bf16 peak FLOP/s by device name, for MFU (as nanoGPT: achieved model FLOP/s over this)
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+             "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12}
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------------
+# set-up
+
+
+def setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world, device). Under torchrun (WORLD_SIZE > 1) joins the process group; else no torch.distributed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if world > 1:
+        if not dist.is_initialized():
+            # long timeout: rank 0 may fill the image cache while the others wait at the first barrier
+            dist.init_process_group("nccl" if want_cuda else "gloo", timeout=datetime.timedelta(hours=3))
+        rank, local = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    else:
+        rank, local = 0, 0
+    if want_cuda:
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def setup_logging(out: Path, rank: int) -> None:
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+
+    class TqdmHandler(logging.Handler):  # keeps the progress bar intact
+        def emit(self, record):
+            tqdm.write(self.format(record), file=sys.stderr)
+
+    h = TqdmHandler()
+    h.setFormatter(fmt)
+    log.addHandler(h)
+    if rank == 0:
+        fh = logging.FileHandler(out / "train.log")
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def peak_flops(cfg_value: float | None, device: torch.device) -> float | None:
+    if cfg_value:
+        return cfg_value * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, weight decay on matrices only (nanoGPT); fused kernel on GPU."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
+
+
+def holdout(corpus: Corpus, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices). Held-out = validate/test split; if the tables have none, 10% of
+    patients (hashed) are held out so retrieval accuracy is still measured on unseen studies."""
+    train, held = corpus.split_indices(("train",)), corpus.split_indices(("validate", "test"))
+    if len(held) == 0:
+        rng = np.random.default_rng(seed)
+        pats = sorted({s.subject_id or s.report_id for s in corpus.studies})
+        out = set(rng.choice(pats, max(1, len(pats) // 10), replace=False).tolist())
+        is_out = np.array([(s.subject_id or s.report_id) in out for s in corpus.studies])
+        log.warning("no validate/test studies in qa.parquet: holding out %d of %d studies (10%% of patients)",
+                    is_out.sum(), len(is_out))
+        train, held = np.flatnonzero(~is_out), np.flatnonzero(is_out)
+    return train, held
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# evaluation: image-report retrieval on held-out studies
+
+
+@torch.no_grad()
+def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, device: torch.device,
+                   batch_size: int, autocast=contextlib.nullcontext) -> dict:
+    """Top-1 image->report and report->image accuracy among ``indices`` (un-augmented views). Retrieving a
+    report with exactly the same text as the true one counts as a hit (templated normals are common);
+    ``chance`` is the expected accuracy of a random ranking under that rule."""
+    was_training = model.training
+    model.eval()
+    ds, collate = StudyDataset(corpus, data_cfg), Collate(corpus.tokenizer.pad_id)
+    imgs, txts, keys = [], [], []
+    for lo in range(0, len(indices), batch_size):
+        b = to_device(collate([ds[(int(i), 0)] for i in indices[lo:lo + batch_size]]), device)
+        with autocast():
+            imgs.append(model.encode_image(b["image0"], b["image1"]).embedding.float())
+            txts.append(model.encode_text(b["report"], b["report_mask"]).float())
+        keys.append(b["report_key"])
+    sim = torch.cat(imgs) @ torch.cat(txts).t()  # (n images, n reports)
+    key = torch.cat(keys)
+    same = (key[:, None] == key[None, :]).float()  # (n, n) identical report text
+    model.train(was_training)
+    return {"i2t_top1": (key[sim.argmax(1)] == key).float().mean().item(),
+            "t2i_top1": (key[sim.argmax(0)] == key).float().mean().item(), "n": sim.shape[0],
+            "chance": same.mean().item()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the loop
+
+
+def pretrain(cfg: QFTConfig, data: str | Path, images: str | Path, out: str | Path, *, cache: str | Path | None = None,
+             resume: bool = False, device: str = "auto", stop_at: int | None = None, progress: bool = True) -> dict:
+    """Pre-train QFT; returns a summary (final step, last losses, retrieval accuracy, checkpoint path)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    rank, world, dev = setup_distributed(device)
+    setup_logging(out, rank)
+    try:
+        return _pretrain(cfg, data, images, out, cache, resume, stop_at, progress, rank, world, dev)
+    finally:
+        for h in list(log.handlers):  # hand logging back (library use, pytest's caplog)
+            h.close()
+            log.removeHandler(h)
+        log.propagate = True
+        if started_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop_at: int | None, progress: bool,
+              rank: int, world: int, dev: torch.device) -> dict:
+    ckpt_dir = out / "checkpoint"
+    ckpt = find_checkpoint(ckpt_dir) if resume else None
+    if resume and ckpt is None:
+        log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
+    if ckpt is not None:  # the checkpoint's model/data config wins; the training schedule may be extended
+        saved = load_config_from(ckpt)
+        cfg = QFTConfig(cfg.name, saved.model, saved.data, cfg.train)
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # ---- data: rank 0 fills the cache and trains the tokenizer, the others reuse them ----------------
+    tok = None
+    tok_src = (ckpt / "tokenizer") if ckpt is not None else (cfg.data.tokenizer or cfg.model.text_backbone)
+    if tok_src:
+        tok = TextTokenizer.load(tok_src)
+    cache_root = Path(cache) if cache else out / "cache"
+    if rank == 0:
+        corpus = build_corpus(data, images, cache_root, cfg.model.image_size, cfg.data, tok,
+                              workers=max(cfg.data.workers, min(os.cpu_count() or 1, 8)), progress=progress)
+        corpus.tokenizer.save(out / "tokenizer")
+    barrier()
+    if rank != 0:
+        corpus = build_corpus(data, images, cache_root, cfg.model.image_size, cfg.data,
+                              tok or TextTokenizer.load(out / "tokenizer"), progress=False)
+    tok = corpus.tokenizer
+    train_idx, held_idx = holdout(corpus, tc.seed)
+    eval_idx = held_idx[: tc.eval_studies]
+
+    # ---- model + optimiser ------------------------------------------------------------------------
+    model = QFT(cfg.model, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id).to(dev)
+    opt = make_optimizer(model, tc, dev)
+    start = 0
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, opt)
+        start = state["step"]
+        if state.get("world", 1) != world:
+            log.warning("resuming a %d-process run on %d processes: data order differs from an uninterrupted run",
+                        state.get("world", 1), world)
+        log.info("resumed from %s at step %d", ckpt, start)
+    log.info("model %s: %.1fM parameters; %d train / %d held-out studies; %d process(es) on %s",
+             cfg.name, param_count(model) / 1e6, len(train_idx), len(held_idx), world, dev)
+    cfg.save(out / "config.json")
+
+    ddp_model = model
+    if world > 1:  # queues are filled with gathered features on every rank: no buffer broadcast needed
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+    step_fn = torch.compile(ddp_model) if tc.compile else ddp_model
+    use_bf16 = tc.precision == "bf16" and dev.type == "cuda"
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+
+    sampler = StepSampler(train_idx, tc.batch_size, tc.seed, tc.steps, start, rank, world)
+    loader = torch.utils.data.DataLoader(
+        StudyDataset(corpus, cfg.data), batch_sampler=sampler, collate_fn=Collate(tok.pad_id),
+        num_workers=cfg.data.workers, pin_memory=dev.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if cfg.data.workers > 0 else None)
+
+    # ---- metrics ------------------------------------------------------------------------------------
+    metrics_path = out / "metrics.csv"
+    fields = ["step", "lr", "loss", "itc", "qrc", "lm_coarse", "lm_middle", "lm_fine", "grad_norm",
+              "samples_per_s", "mfu", "i2t_top1", "t2i_top1", "chance"]
+    writer = None
+    if rank == 0:
+        new = not metrics_path.exists() or start == 0
+        mf = open(metrics_path, "w" if new else "a", newline="")
+        writer = csv.DictWriter(mf, fieldnames=fields)
+        if new:
+            writer.writeheader()
+    tb = None
+    if rank == 0:
+        with contextlib.suppress(Exception):  # TensorBoard only if installed
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(str(out / "tb"))
+
+    def record(row: dict) -> None:
+        if writer is None:
+            return
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in fields})
+        mf.flush()
+        if tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    tb.add_scalar(k, v, row["step"])
+
+    def evaluate(step: int) -> dict:
+        if rank == 0 and len(eval_idx) > 1:
+            r = retrieval_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast)
+            log.info("step %d: held-out retrieval top-1 image->report %.3f report->image %.3f (n=%d, chance %.3f)",
+                     step, r["i2t_top1"], r["t2i_top1"], r["n"], r["chance"])
+            record({"step": step, **r})
+        else:
+            r = {}
+        barrier()
+        return r
+
+    def checkpoint(step: int, last: dict) -> None:
+        if rank == 0:
+            save_checkpoint(ckpt_dir, model, opt, cfg, tok, {"step": step, "seed": tc.seed, "world": world,
+                                                             "metrics": last})
+        barrier()
+
+    # ---- train --------------------------------------------------------------------------------------
+    peak = peak_flops(tc.peak_tflops, dev)
+    flops_per_sample = None
+    end = min(tc.steps, stop_at) if stop_at else tc.steps
+    bar = tqdm(total=end - start, initial=0, desc="pretrain", unit="step", disable=not progress or rank != 0,
+               mininterval=2.0, dynamic_ncols=True)
+    model.train()
+    last, retrieval, t_log, n_log = {}, {}, time.perf_counter(), 0
+    done = start
+    for step, batch in zip(range(start, end), loader):
+        lr = cosine_lr(step, tc.lr, tc.min_lr, tc.warmup_steps, tc.steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.use_queue = step >= cfg.model.queue_warmup_steps
+        # everything random in a step is a function of (seed, step, rank): resume is exact
+        torch.manual_seed(hash((tc.seed, step, rank)) & 0xFFFFFFFF)
+        gen = torch.Generator().manual_seed(hash((tc.seed, step, rank, 1)) & 0xFFFFFFFF)
+        b = to_device(batch, dev)
+        d = cfg.data
+        b["pixels0"] = augment(b.pop("image0"), gen, d.augment_scale, d.augment_rotate, d.augment_jitter)
+        b["pixels1"] = augment(b.pop("image1"), gen, d.augment_scale, d.augment_rotate, d.augment_jitter)
+
+        count = flops_per_sample is None and step == start
+        counter = torch.utils.flop_counter.FlopCounterMode(display=False) if count else contextlib.nullcontext()
+        with counter:  # FLOPs of the first step, counted eagerly (as nanoGPT's MFU, but measured)
+            with autocast():
+                out_loss = (ddp_model if count else step_fn)(b)
+            out_loss.loss.backward()
+        if count:
+            flops_per_sample = counter.get_total_flops() / tc.batch_size
+        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0
+                     else torch.zeros((), device=dev))
+        if not bool(torch.isfinite(out_loss.loss.detach()) & torch.isfinite(grad_norm)):
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in out_loss.items().items())
+            raise NonFiniteLoss(f"step {step}: non-finite loss or gradient ({terms}, grad_norm={grad_norm.item():.4g}); "
+                                f"stopping before the update. Lower --lr, check the data, or resume from {ckpt_dir}")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        n_log += 1
+        bar.update()
+
+        done = step + 1
+        if done % tc.log_every == 0 or done == end:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t_log
+            sps = n_log * tc.batch_size * world / dt
+            mfu = flops_per_sample * sps / (peak * world) if peak and flops_per_sample else float("nan")
+            last = {"step": done, "lr": lr, **out_loss.items(), "grad_norm": grad_norm.item(), "samples_per_s": sps,
+                    "mfu": mfu}
+            log.info("step %d/%d | loss %.4f itc %.3f qrc %.3f lm c/m/f %.3f/%.3f/%.3f | lr %.2e | %.1f samples/s | MFU %s",
+                     done, tc.steps, last["loss"], last["itc"], last["qrc"], last["lm_coarse"], last["lm_middle"],
+                     last["lm_fine"], lr, sps, f"{100 * mfu:.1f}%" if math.isfinite(mfu) else "n/a (no GPU peak)")
+            record(last)
+            t_log, n_log = time.perf_counter(), 0
+        if tc.eval_every and done % tc.eval_every == 0 and done < end:
+            retrieval = evaluate(done)
+            t_log = time.perf_counter()
+        if tc.save_every and done % tc.save_every == 0 and done < end:
+            checkpoint(done, last)
+            t_log = time.perf_counter()
+    bar.close()
+    retrieval = evaluate(done)
+    checkpoint(done, last)
+    if rank == 0:
+        log.info("done: step %d, checkpoint %s, log %s", done, ckpt_dir, out / "train.log")
+    if writer is not None:
+        mf.close()
+    if tb is not None:
+        tb.close()
+    return {"step": done, "last": last, "retrieval": retrieval, "checkpoint": str(ckpt_dir),
+            "flops_per_sample": flops_per_sample}

@@ -1,0 +1,116 @@
+"""The QFT model: shapes, finite + decreasing losses on an overfit batch, other backbones, local weights by path."""
+import torch
+
+from model.augment import augment
+from model.config import load_config
+from model.losses import IGNORE
+from model.qft import QFT
+
+V, PAD, BOS, EOS = 120, 0, 5, 6
+
+
+def tiny(**over):
+    o = {"model.image_size": 32, "model.num_queries": 4, "model.queue_size": 12, "model.queue_warmup_steps": 0,
+         "model.vision_config": {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1,
+                                 "num_attention_heads": 2, "intermediate_size": 64, "patch_size": 8},
+         "model.text_config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
+                               "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64},
+         "model.qft_hidden": 32, "model.qft_heads": 2,
+         "model.decoder_config": {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 64}}
+    o.update(over)
+    return load_config("tiny", o)
+
+
+def batch(B=8, S=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randint(0, 256, (B, S, S), dtype=torch.uint8, generator=g)
+    b = {"pixels0": augment(img, g), "pixels1": augment(img, g),
+         "report": torch.randint(7, V, (B, 20), generator=g), "report_mask": torch.ones(B, 20, dtype=torch.long),
+         "report_key": torch.arange(B)}
+    b["report_mask"][0, 15:] = 0
+    for name, L in (("coarse", 16), ("middle", 10), ("fine", 6)):
+        b[name] = torch.randint(7, V, (B, L), generator=g)
+        t = torch.randint(7, V, (B, L), generator=g)
+        t[:, :3] = IGNORE
+        b[name + "_targets"] = t
+    b["fine_targets"][:3] = IGNORE  # three studies without a fine pair
+    return b
+
+
+def test_forward_shapes_and_finite_terms():
+    torch.manual_seed(0)
+    cfg = tiny()
+    m = QFT(cfg.model, V, PAD, BOS, EOS)
+    out = m(batch())
+    terms = out.items()
+    assert all(torch.isfinite(torch.tensor(v)) for v in terms.values()), terms
+    w = cfg.model.lm_weights
+    expect = terms["itc"] + terms["qrc"] + w[0] * terms["lm_coarse"] + w[1] * terms["lm_middle"] + w[2] * terms["lm_fine"]
+    assert abs(terms["loss"] - expect) < 1e-3
+    assert m.image_queue.filled.item() == 8 and m.query_queues[1].feats.shape == (12, 5, cfg.model.embed_dim)
+    f = m.encode_image(batch()["pixels0"])
+    assert f.embedding.shape == (8, cfg.model.embed_dim) and f.query_tokens.shape == (2, 8, 5, 32)
+    assert f.patch_tokens.shape == (2, 8, 16, 32) and f.decoder_context.shape == (8, 10, 32)
+    assert torch.allclose(f.embedding.norm(dim=-1), torch.ones(8), atol=1e-5)
+
+
+def test_overfit_tiny_batch_all_terms_decrease():
+    torch.manual_seed(0)
+    m = QFT(tiny(**{"model.queue_size": 0}).model, V, PAD, BOS, EOS)
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    b = batch()
+    first = None
+    for _ in range(40):
+        out = m(b)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        first = first or out.items()
+    last = m(b).items()
+    for k in ("loss", "itc", "qrc", "lm_coarse", "lm_middle", "lm_fine"):
+        assert last[k] < 0.8 * first[k], (k, first[k], last[k])
+
+
+def test_convnet_backbone_and_generate():
+    torch.manual_seed(0)
+    cfg = tiny(**{"model.vision_config": {"model_type": "resnet", "embedding_size": 16, "hidden_sizes": [16, 32],
+                                          "depths": [1, 1], "layer_type": "basic"}, "model.image_pooling": "cls"})
+    m = QFT(cfg.model, V, PAD, BOS, EOS).eval()
+    b = batch()
+    f = m.encode_image(b["pixels0"], b["pixels1"])
+    assert f.global_features.shape == (2, 8, 32) and f.patch_tokens.shape[-1] == 32
+    prompts = torch.tensor([[PAD, BOS, 9, 10, 3], [BOS, 11, 12, 13, 3]])
+    out = m.generate(b["pixels0"][:2], prompts, max_new_tokens=4)
+    assert out.shape[0] == 2 and 1 <= out.shape[1] <= 4
+
+
+def test_backbones_load_from_local_dirs(tmp_path):
+    """A user's local ViT / BERT / GPT-2 (e.g. a clinical BERT) loads by path, no hub access."""
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8, num_channels=3)).save_pretrained(tmp_path / "vit")
+    bert = BertModel(BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64))
+    bert.save_pretrained(tmp_path / "bert")
+    GPT2LMHeadModel(GPT2Config(vocab_size=V, n_embd=32, n_layer=1, n_head=2, n_positions=64)).save_pretrained(
+        tmp_path / "gpt2")
+    cfg = tiny(**{"model.vision_backbone": str(tmp_path / "vit"), "model.text_backbone": str(tmp_path / "bert"),
+                  "model.decoder_backbone": str(tmp_path / "gpt2")})
+    m = QFT(cfg.model, V, PAD, BOS, EOS)
+    assert m.image_encoder.channels == 3  # grey X-rays are repeated to the backbone's channels
+    emb = m.text_encoder.backbone.get_input_embeddings().weight
+    assert torch.equal(emb, bert.get_input_embeddings().weight)
+    assert torch.isfinite(m(batch()).loss)
+    # a checkpoint rebuilds without the backbone directories (their architecture is stored in config.json)
+    import shutil
+    from model.checkpoint import load_pretrained, save_checkpoint
+    from model.data.tokenizer import train_wordpiece
+    tok = train_wordpiece(["a b c"], V)
+    save_checkpoint(tmp_path / "ck", m, None, cfg, tok, {"step": 0})
+    for d in ("vit", "bert", "gpt2"):
+        shutil.rmtree(tmp_path / d)
+    m2, _, cfg2 = load_pretrained(tmp_path / "ck")
+    assert cfg2.model.vision_backbone is None and cfg2.model.image_channels == 3
+    m.eval()
+    b = batch()
+    assert torch.allclose(m.encode_image(b["pixels0"]).embedding, m2.encode_image(b["pixels0"]).embedding, atol=1e-6)

@@ -1,0 +1,122 @@
+"""The trainer end to end on a tiny synthetic corpus: pretrain, exact resume, NaN guard, DDP (gloo), CLI errors."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import load_pretrained
+from model.config import load_config
+from model.synthetic import make_corpus
+from model.train import NonFiniteLoss, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"model.image_size": 32, "model.num_queries": 4, "model.queue_size": 10, "model.queue_warmup_steps": 2,
+         "model.vision_config": {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1,
+                                 "num_attention_heads": 2, "intermediate_size": 64, "patch_size": 8},
+         "model.text_config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
+                               "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128},
+         "model.qft_hidden": 32, "model.qft_heads": 2,
+         "model.decoder_config": {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128},
+         "data.vocab_size": 300, "data.workers": 0, "train.batch_size": 4, "train.steps": 6, "train.warmup_steps": 2,
+         "train.log_every": 1, "train.eval_every": 0, "train.save_every": 0, "train.eval_studies": 8}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root / "data", root / "images", n_studies=40, size=40, seed=2)
+    return root
+
+
+def losses(run: Path) -> list[tuple]:
+    with open(run / "metrics.csv") as f:
+        return [(r["step"], r["loss"], r["itc"], r["lm_coarse"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+def test_pretrain_writes_checkpoint_log_metrics_and_reloads(tmp_path, corpus):
+    cfg = load_config("tiny", SMALL)
+    s = pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "run", progress=False)
+    assert s["step"] == 6 and s["retrieval"]["n"] == 8 and s["flops_per_sample"] > 0
+    ck = tmp_path / "run" / "checkpoint"
+    assert {p.name for p in ck.iterdir()} >= {"model.safetensors", "optimizer.safetensors", "optimizer.json",
+                                              "trainer.json", "config.json", "tokenizer"}
+    assert json.loads((ck / "trainer.json").read_text())["step"] == 6
+    assert "samples/s" in (tmp_path / "run" / "train.log").read_text()
+    assert len(losses(tmp_path / "run")) == 6
+    model, tok, cfg2 = load_pretrained(ck)
+    assert cfg2.model.num_queries == 4 and model.image_queue.filled.item() == 10
+    f = model.encode_image(torch.zeros(2, 32, 32, dtype=torch.uint8))
+    assert f.embedding.shape == (2, cfg2.model.embed_dim)
+
+
+def test_resume_continues_exactly(tmp_path, corpus):
+    cfg = load_config("tiny", SMALL)
+    pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "a", cache=tmp_path / "cache", progress=False)
+    pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "b", cache=tmp_path / "cache", progress=False,
+             stop_at=3)
+    assert len(losses(tmp_path / "b")) == 3
+    pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "b", cache=tmp_path / "cache", progress=False,
+             resume=True)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, corpus, monkeypatch):
+    from model import qft
+    real = qft.QFT.forward
+
+    def poisoned(self, batch):
+        out = real(self, batch)
+        out.loss = out.loss * float("nan")
+        return out
+    monkeypatch.setattr(qft.QFT, "forward", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"step 0: non-finite loss or gradient .*itc="):
+        pretrain(load_config("tiny", SMALL), corpus / "data", corpus / "images", tmp_path / "run", progress=False)
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+
+
+def _sets(over: dict) -> list[str]:
+    return [a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+
+
+def test_ddp_two_cpu_processes_gloo(tmp_path, corpus):
+    over = {**SMALL, "train.steps": 3}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "model.cli", "pretrain", "--data", str(corpus / "data"), "--images", str(corpus / "images"),
+           "--config", "tiny", "--out", str(tmp_path / "ddp"), "--device", "cpu", "--no-progress", *_sets(over)]
+    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (tmp_path / "ddp" / "train.log").read_text()
+    assert "2 process(es) on cpu" in log and "step 3/3" in log
+    model, _, _ = load_pretrained(tmp_path / "ddp" / "checkpoint")
+    assert model.image_queue.filled.item() == 10  # 3 steps x global batch 8, gathered from both ranks
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "model.cli", "pretrain", "--data", str(tmp_path / "nope"),
+                        "--images", str(tmp_path), "--out", str(tmp_path / "run")], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    err = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(err) == 1 and "reports.parquet: not found" in err[0]
+
+
+def test_cli_synth_prepare_and_yaml_config(tmp_path, capsys):
+    from model.cli import main
+    assert main(["synth", str(tmp_path / "d"), str(tmp_path / "i"), "--studies", "6", "--size", "24"]) == 0
+    (tmp_path / "c.yaml").write_text("model:\n  image_size: 16\ndata:\n  workers: 0\n")
+    args = ["prepare", "--data", str(tmp_path / "d"), "--images", str(tmp_path / "i"), "--config",
+            str(tmp_path / "c.yaml"), "--cache", str(tmp_path / "cache")]
+    assert main(args) == 0
+    assert "9/9 images ready" in capsys.readouterr().out  # 6 frontal + 3 lateral
+    assert main(args) == 0  # resumable: a second run finds everything done
+    assert main(["prepare", "--data", str(tmp_path / "d"), "--images", str(tmp_path / "nope"),
+                 "--cache", str(tmp_path / "cache")]) == 2
+    assert "expected an image root folder or a CSV" in capsys.readouterr().err
