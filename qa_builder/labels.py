@@ -14,7 +14,7 @@ from qa_builder.lexicon import CHESTXRAY14_LABELS, CHEXPERT_LABELS, Lexicon
 
 SCHEMES = ("chexpert", "chestxray14")
 _RANK = {"negative": 0, "uncertain": 1, "positive": 2}
-_VALUE = {"negative": 0, "uncertain": -1, "positive": 1}
+
 _NOT_PATHOLOGY = {"chexpert": {"No Finding", "Support Devices"}, "chestxray14": {"No Finding"}}
 _ORDER = {"chexpert": {n: i for i, n in enumerate(CHEXPERT_LABELS)},
           "chestxray14": {n: i for i, n in enumerate(CHESTXRAY14_LABELS)}}
@@ -22,24 +22,23 @@ _ORDER = {"chexpert": {n: i for i, n in enumerate(CHEXPERT_LABELS)},
 
 def report_labels(mentions: Iterable[Mapping], lexicon: Lexicon) -> list[tuple[str, str, int]]:
     """(scheme, label, value) rows for one report, in scheme then label-list order."""
-    best: dict[str, dict[str, str]] = {s: {} for s in SCHEMES}
+    targets = lexicon.label_targets
+    best: dict[tuple[str, str], int] = {}  # (scheme, label) -> rank of the strongest certainty
     for m in mentions:
         if m["temporality"] != "current":
             continue
-        concept = lexicon.concepts.get(m["concept"])
-        if concept is None:
-            continue
-        for scheme, label in (("chexpert", concept.chexpert), ("chestxray14", concept.chestxray14)):
-            if label is None:
-                continue
-            current = best[scheme].get(label)
-            if current is None or _RANK[m["certainty"]] > _RANK[current]:
-                best[scheme][label] = m["certainty"]
+        rank = _RANK[m["certainty"]]
+        for key in targets.get(m["concept"], ()):
+            if best.get(key, -1) < rank:
+                best[key] = rank
     rows: list[tuple[str, str, int]] = []
     for scheme in SCHEMES:
-        values = {label: _VALUE[c] for label, c in best[scheme].items()}
+        values = {label: _RANK_VALUE[r] for (s, label), r in best.items() if s == scheme}
         abnormal = any(v != 0 for label, v in values.items() if label not in _NOT_PATHOLOGY[scheme])
         values["No Finding"] = 0 if abnormal else 1
         order = _ORDER[scheme]
         rows.extend((scheme, label, values[label]) for label in sorted(values, key=order.__getitem__))
     return rows
+
+
+_RANK_VALUE = {0: 0, 1: -1, 2: 1}

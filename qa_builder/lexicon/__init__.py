@@ -62,7 +62,21 @@ class Lexicon:
     termsets: dict[str, dict[str, tuple[str, ...]]]    # context kind -> negspacy termset
     normal_statements: tuple[NormalStatement, ...]
     real_words: frozenset[str]                          # never "corrected" as misspellings
-    digest: str                                         # sha256 of the YAML files, for the manifest
+    digest: str
+
+    @property
+    def label_targets(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """concept -> the (scheme, label) pairs it counts towards (built once; labels are per report)."""
+        targets = _LABEL_TARGETS.get(self.digest)
+        if targets is None:
+            targets = _LABEL_TARGETS[self.digest] = {
+                name: tuple((s, lab) for s, lab in (("chexpert", c.chexpert), ("chestxray14", c.chestxray14)) if lab)
+                for name, c in self.concepts.items()
+            }
+        return targets
+
+
+_LABEL_TARGETS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {}                                         # sha256 of the YAML files, for the manifest
 
 
 def _plural(term: str) -> str | None:
