@@ -244,6 +244,7 @@ def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str 
             # Kept rows with a problem worth knowing, e.g. bytes that were not UTF-8 (decoded with replacement).
             "reports_with_warnings": stats["reports_with_warnings"],
         }
+        manifest["config_sha256"] = hashlib.sha256(json.dumps(manifest["config"], sort_keys=True).encode()).hexdigest()
         # Wall time and worker count vary run to run, so they live apart from the deterministic tables.
         manifest["run"] = {"wall_seconds": round(time.perf_counter() - started, 3), "workers": workers,
                            "sentence_cache_hits": stats["cache_hits"], "sentences_parsed": stats["cache_misses"]}

@@ -79,6 +79,7 @@ def test_manifest(built):
     manifest = json.loads((built / "manifest.json").read_text())
     assert manifest["rows"]["reports"] == 4 and manifest["rows"]["rejects"] == 1
     assert len(manifest["input_sha256"]) == 64 and len(manifest["lexicon_sha256"]) == 64
+    assert len(manifest["config_sha256"]) == 64 and manifest["config"]["parser"]["probable_as"] == "positive"
 
 
 def test_byte_identical_across_runs_and_worker_counts(tmp_path):
