@@ -129,10 +129,33 @@ class MentionExtractor:
             self._cue_starts[kind] = frozenset(make(c)[0].lower_ for c in cues)
         self._speller = _Speller(self._finding_words(), self._lexicon_words() | self.lexicon.real_words)
         self._cache: OrderedDict[str, tuple[Mention, ...]] = OrderedDict()
+        self._row_cache: dict[str, tuple[dict, ...]] = {}  # insertion-ordered: oldest evicted first
         self.cache_hits = 0
         self.cache_misses = 0
 
     # -- public ---------------------------------------------------------------------------------
+    def extract_rows(self, sentence: str) -> tuple[dict, ...]:
+        """findings.parquet fields of each mention that depend on the sentence alone, cached with it.
+        Callers copy a row before adding report fields (the cached dicts are shared)."""
+        rows = self._row_cache.get(sentence)
+        if rows is None:
+            concepts = self.lexicon.concepts
+            rows = tuple(
+                {"sentence": sentence, "start": m.start, "end": m.end, "text": m.text, "concept": m.concept,
+                 "certainty": m.certainty, "laterality": m.laterality, "location": m.location,
+                 "severity": m.severity, "descriptor": m.descriptor, "size": m.size, "change": m.change,
+                 "temporality": m.temporality, "chexpert": concepts[m.concept].chexpert,
+                 "chestxray14": concepts[m.concept].chestxray14}
+                for m in self.extract(sentence)
+            )
+            if self.config.cache_size:
+                self._row_cache[sentence] = rows
+                if len(self._row_cache) > self.config.cache_size:
+                    self._row_cache.pop(next(iter(self._row_cache)))
+        else:
+            self.cache_hits += 1
+        return rows
+
     def extract(self, sentence: str) -> tuple[Mention, ...]:
         cached = self._cache.get(sentence)
         if cached is not None:

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections import deque
+from operator import itemgetter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,24 +52,17 @@ def parse_report(raw: RawReport, extractor: MentionExtractor) -> tuple[dict, lis
     sections = {name: given.get(name) or None for name in SECTION_COLUMNS}
     report = {"report_id": raw.report_id, "subject_id": raw.subject_id, "study_id": raw.study_id,
               **sections, "source": raw.source, **raw.extra}
-    concepts = extractor.lexicon.concepts
     sentences: list[dict] = []
     mentions: list[dict] = []
     for section in EVIDENCE_SECTIONS:
         for sentence in split_sentences(sections[section]):
             sentence_id = len(sentences)
             sentences.append({"sentence_id": sentence_id, "section": section, "sentence": sentence})
-            for m in extractor.extract(sentence):
-                concept = concepts[m.concept]
-                mentions.append({
-                    "report_id": raw.report_id, "mention_id": len(mentions), "section": section,
-                    "sentence_id": sentence_id, "sentence": sentence, "start": m.start, "end": m.end,
-                    "text": m.text, "concept": m.concept, "certainty": m.certainty,
-                    "laterality": m.laterality, "location": m.location, "severity": m.severity,
-                    "descriptor": m.descriptor, "size": m.size, "change": m.change,
-                    "temporality": m.temporality, "chexpert": concept.chexpert,
-                    "chestxray14": concept.chestxray14,
-                })
+            for base in extractor.extract_rows(sentence):
+                row = {"report_id": raw.report_id, "mention_id": len(mentions), "section": section,
+                       "sentence_id": sentence_id}
+                row.update(base)
+                mentions.append(row)
     return report, sentences, mentions
 
 
@@ -132,6 +126,9 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch |
 
 
 def _dict_batch(schema: pa.Schema, rows: list[dict]) -> pa.RecordBatch:
+    if rows and all(name in rows[0] for name in schema.names):
+        # One C-level itemgetter call per row instead of a dict lookup per cell (findings: 19 columns).
+        return _tuple_batch(schema, list(map(itemgetter(*schema.names), rows)))
     return pa.RecordBatch.from_arrays(
         [pa.array([r.get(name) for r in rows], type=schema.field(name).type) for name in schema.names], schema=schema)
 
