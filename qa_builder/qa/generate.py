@@ -34,14 +34,16 @@ from collections import defaultdict
 from hashlib import blake2b as _blake2b
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
+from operator import itemgetter, lt as _LT
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import tuples_to_table
-from .splits import DEFAULT_FRACTIONS, SplitMap, check_fractions, load_split_file, split_for_report, stable_hash
+from .schema import QA_COLUMNS, tuples_to_table
+from .splits import (DEFAULT_FRACTIONS, SplitMap, assign_split, check_fractions, load_split_file, split_for_report,
+                     stable_hash)
 from .vocab import ConceptInfo, check_question_templates, load_concepts, load_templates, unknown_concept
 
 GRANULARITIES: tuple[str, ...] = ("coarse", "middle", "fine")
@@ -71,6 +73,8 @@ CAP_PRIORITY: tuple[str, ...] = (
 )
 SCHEMES: tuple[str, ...] = ("all", "chexpert", "chestxray14")
 EVIDENCE_SECTIONS: frozenset[str] = frozenset({"findings", "impression"})
+# Question types asked once per report, keyed '' (not per concept or region).
+_UNKEYED_TYPES = frozenset({"report", "impression", "abnormality"})
 
 
 @dataclass(frozen=True)
@@ -148,21 +152,23 @@ class QAConfig:
 # One report
 
 
-class _Agg:
-    """Current mentions of one concept in one report, by certainty."""
+class _ConceptQA:
+    """What the fine pairs of one concept need on every report, looked up once per (generator,
+    concept): display data, the presence question entry and (filled on first use, see
+    QAGenerator._concept_entry) the entries of its other questions."""
 
-    __slots__ = ("info", "pos", "unc", "neg", "resolved", "in_scheme", "neg_cover", "lateral", "attrs")
+    __slots__ = ("cid", "info", "region", "is_finding", "sort_key", "name", "presence", "entries")
+    # presence: (paraphrases, key hash, their number, concept id, region), or None without presence pairs
 
-    def __init__(self, info: ConceptInfo) -> None:
+    def __init__(self, gen: "QAGenerator", cid: str, info: ConceptInfo) -> None:
+        self.cid = cid
         self.info = info
-        self.pos: list[Mapping] = []
-        self.unc: list[Mapping] = []
-        self.neg: list[Mapping] = []  # explicit negatives, including resolved mentions
-        self.resolved: list[Mapping] = []
-        self.in_scheme = False  # some mention carries a label of the configured scheme
-        self.neg_cover: frozenset[str] = _NO_SIDE  # sides the negatives rule out
-        self.lateral = False  # some positive/uncertain/negative mention has a side
-        self.attrs = False  # some positive/uncertain mention has an attribute (shortcut)
+        self.region = info.region
+        self.is_finding = info.kind == "finding"  # devices and normal variants are not abnormalities
+        self.sort_key = _concept_order(info)
+        self.name = info.name
+        self.presence = (*gen._q_entry("presence", cid, info), cid, info.region) if "presence" in gen.types else None
+        self.entries: dict[str, tuple] = {}
 
 
 _BOTH = frozenset({"left", "right"})
@@ -171,6 +177,17 @@ _SIDES = {"left": frozenset({"left"}), "right": frozenset({"right"}), "bilateral
 _WORD = re.compile(r"[a-z0-9]+")
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # odd multiplier: spreads (report hash ^ key hash) over the high bits
+
+
+# What a concept's fine pairs read of a mention besides its evidence fields (see QAGenerator._plan).
+_MENTION_KEYS = ("certainty", "laterality", "location", "severity", "descriptor", "size", "change")
+_MENTION_VALUES = itemgetter(*_MENTION_KEYS)
+_PLAIN_TYPES = frozenset({str, type(None)})
+
+
+def _mention_values(m: Mapping) -> tuple:
+    """_MENTION_VALUES(m) for a mention lacking optional fields (certainty is required)."""
+    return (m["certainty"],) + tuple([m.get(k) for k in _MENTION_KEYS[1:]])
 
 
 def _sides(lat: Any) -> frozenset[str]:
@@ -188,12 +205,39 @@ def _clean(text: Any) -> str | None:
 
 
 def _evidence(ms: Sequence[Mapping]) -> tuple[list[int], str]:
-    """(sorted mention ids, their sentences in report order) of a non-empty mention list."""
-    if len(ms) == 1:
+    """(sorted mention ids, their sentences in report order) of a non-empty mention list.
+
+    Same as sorted({ids}) and " ".join(sentence per sentence id, last one wins, by id), with the
+    one- and two-mention cases (most calls) done without comprehensions or sorting.
+    """
+    n = len(ms)
+    if n == 1:
         m = ms[0]
         return [m["mention_id"]], m["sentence"]
-    by_sid = {m["sentence_id"]: m["sentence"] for m in ms}
-    return sorted({m["mention_id"] for m in ms}), " ".join([by_sid[s] for s in sorted(by_sid)])
+    if n == 2:
+        a, b = ms
+        ia, ib = a["mention_id"], b["mention_id"]
+        sa, sb = a["sentence_id"], b["sentence_id"]
+        ids = [ia] if ia == ib else [ia, ib] if ia < ib else [ib, ia]
+        if sa == sb:
+            return ids, b["sentence"]
+        return ids, (a["sentence"] + " " + b["sentence"]) if sa < sb else (b["sentence"] + " " + a["sentence"])
+    mids = set()
+    add = mids.add
+    by_sid = {}
+    for m in ms:
+        add(m["mention_id"])
+        by_sid[m["sentence_id"]] = m["sentence"]
+    if len(by_sid) == 1:
+        return sorted(mids), " ".join(by_sid.values())
+    return sorted(mids), " ".join([by_sid[s] for s in sorted(by_sid)])
+
+
+def _choice(entry: tuple[tuple[str, ...], int, int], base: int) -> str:
+    """The paraphrase of a (variants, key hash, number of variants) entry for the report hash `base`.
+    (The same expression is inlined in the per-pair loops.)"""
+    variants, kh, n = entry
+    return variants[((((base ^ kh) * _GOLDEN) & _MASK64) >> 32) % n]
 
 
 def _distinct(values: Iterable[Any]) -> list[Any]:
@@ -257,6 +301,9 @@ class QAGenerator:
             if qtype in self.types
         ]
         self._attrs_on = "choose" in self.types or "location" in self.types or bool(self.attr_specs)
+        self._want_coarse = "report" in self.types or "impression" in self.types
+        self._want_middle = "region" in self.types
+        self._want_fine = bool(self.types & _FINE_TYPES)
         region_names = tpl.get("regions") or {}
         self.region_names = {r: str(region_names.get(r, r.replace("_", " "))) for r in region_keywords}
         # Middle pairs for every region but 'other' (a grab bag with no sensible question).
@@ -268,10 +315,30 @@ class QAGenerator:
         parts = [f"(?P<{r}>{'|'.join(pats)})" for r, pats in region_keywords.items() if pats]
         self._region_re = re.compile("|".join(parts), re.IGNORECASE) if parts else None
         self._token_cache: dict[str, frozenset[str]] = {}
-        self._sent_cache: dict[str, tuple[str | None, str]] = {}
+        self._sent_cache: dict[str, list] = {}
         self._kw_cache: dict[str, frozenset[str]] = {}
-        self._q_cache: dict[tuple[str, str], tuple[tuple[str, ...], int]] = {}
+        self._q_cache: dict[tuple[str, str], tuple[tuple[str, ...], int, int]] = {}
         self._key_hash: dict[tuple, int] = {}
+
+        # Per-report fast path (rows): everything that does not depend on the report is looked up
+        # here or cached on first use, so the per-pair work is a hash mix, a tuple and an append.
+        self._cq: dict[str, _ConceptQA] = {}  # concept id -> its fine-pair constants
+        # question entries filled on first use: per region; of the once-per-report types (report,
+        # impression, abnormality: key '')
+        self._region_q: dict[str, tuple] = {}
+        self._report_q: dict[str, tuple] = {}
+        # stable_hash(seed, rid) = blake2b of "<seed>\x1f<rid>": the seed part is hashed once here and
+        # the hasher copied per report (cheaper than a new hasher with its keyword arguments)
+        self._base_hasher = _blake2b(f"{self.seed}\x1f".encode(), digest_size=8)
+        self._sfx: tuple[str, ...] = ()  # ":0", ":1", ...: qa_id = report_id + _sfx[n] (see _ensure_sfx)
+        # _plan by the values of a concept's one mention / by the tuple of its mentions' values
+        # (with scheme labels: (values, per-mention has-a-label flags))
+        self._plans1: dict[tuple, tuple] = {}
+        self._plans: dict[tuple, tuple] = {}
+        self._splits: dict[str, str] = {}  # subject (or report) id -> split, without a split file
+        self._loc_cache: dict[tuple, str | None] = {}  # see _location_cached
+        # every concept's region is a key of region_keywords (load_concepts checks; unknown -> other)
+        self._one_region = {r: frozenset((r,)) for r in region_keywords}
 
     # ---- small cached helpers ---------------------------------------------------------------
 
@@ -295,16 +362,19 @@ class QAGenerator:
         `key` (concept, region or concept:side) must determine the other arguments: the formatted
         variants are cached per (question type, key).
         """
+        return _choice(self._q_entry(qtype, key, info, region, side), base)
+
+    def _q_entry(self, qtype: str, key: str, info: ConceptInfo | None = None, region: str | None = None,
+                 side: str | None = None) -> tuple[tuple[str, ...], int, int]:
+        """(formatted paraphrases, stable_hash(qtype, key), their number) of a question, cached per
+        (qtype, key)."""
         entry = self._q_cache.get((qtype, key))
         if entry is None:
             entry = self._q_cache[(qtype, key)] = self._variants(qtype, key, info, region, side)
-        variants, kh = entry
-        if len(variants) == 1:
-            return variants[0]
-        return variants[((((base ^ kh) * _GOLDEN) & _MASK64) >> 32) % len(variants)]
+        return entry
 
     def _variants(self, qtype: str, key: str, info: ConceptInfo | None, region: str | None,
-                  side: str | None) -> tuple[tuple[str, ...], int]:
+                  side: str | None) -> tuple[tuple[str, ...], int, int]:
         variants = self.questions[qtype]
         if info is not None and info.plural and self.questions.get(qtype + "_plural"):
             variants = self.questions[qtype + "_plural"]
@@ -317,7 +387,7 @@ class QAGenerator:
         for v in variants:
             text = v.format_map(defaultdict(str, fields))
             texts.append(text[:1].upper() + text[1:])
-        return tuple(texts), stable_hash(qtype, key)
+        return tuple(texts), stable_hash(qtype, key), len(texts)
 
     def _token_regions(self, token: str) -> frozenset[str]:
         hit = self._token_cache.get(token)
@@ -329,12 +399,13 @@ class QAGenerator:
                 self._token_cache[token] = hit
         return hit
 
-    def _sentence(self, raw: str) -> tuple[str | None, str]:
-        """(clean text, lower-cased text), cached: sentences of normal reports repeat a lot."""
+    def _sentence(self, raw: str) -> list:
+        """[clean text, lower-cased text, keyword regions or None until first needed], cached:
+        sentences of normal reports repeat a lot."""
         hit = self._sent_cache.get(raw)
         if hit is None:
             text = _clean(raw)
-            hit = (text, text.lower() if text else "")
+            hit = [text, text.lower() if text else "", None]
             if len(self._sent_cache) < 100_000:
                 self._sent_cache[raw] = hit
         return hit
@@ -345,11 +416,22 @@ class QAGenerator:
         if hit is None:
             regions: set[str] = set()
             words = _WORD.findall(norm)
-            tok = self._token_regions
-            for i, w in enumerate(words):
-                regions |= tok(w)
-                if i:
-                    regions |= tok(words[i - 1] + " " + w)
+            cache, tok = self._token_cache, self._token_regions
+            prev = None
+            for w in words:  # each word, then the bigram it ends; most name no region
+                r = cache.get(w)
+                if r is None:
+                    r = tok(w)
+                if r:
+                    regions |= r
+                if prev is not None:
+                    bigram = prev + " " + w
+                    r = cache.get(bigram)
+                    if r is None:
+                        r = tok(bigram)
+                    if r:
+                        regions |= r
+                prev = w
             hit = frozenset(regions)
             if len(self._kw_cache) < 100_000:
                 self._kw_cache[norm] = hit
@@ -391,90 +473,185 @@ class QAGenerator:
         return self.and_.join(phrases) if phrases else None
 
     # ---- generation -------------------------------------------------------------------------
+    #
+    # The per-report path is written for speed (qa-build's budget is ~500 µs of CPU per report, QA
+    # included) without changing a byte of output:
+    # * rows are built as final QA_COLUMNS tuples where a pair is found (qa_id = report_id + ":<n>",
+    #   n = the row's position: every stage appends to one list in output order);
+    # * one pass over the mentions collects what all granularities need;
+    # * per concept, question paraphrases and display data are looked up once (_ConceptQA);
+    # * a concept's fine pairs are worked out once per combination of mention values (_plan) and
+    #   replayed with the report's evidence and question wording;
+    # * the common cases (a plain negative, a sentence with one mention, one or two evidence
+    #   mentions) take short paths without comprehensions: on CPython 3.11 each comprehension is
+    #   a function call, which costs more than the loop over 1-2 items.
+    # The rules themselves are in _coarse, _middle and _plan (fine); tests/test_qa_generate.py pins
+    # them down.
 
     def generate(self, report: Mapping, sentences: Sequence[Mapping], mentions: Sequence[Mapping]) -> list[dict]:
         """QA rows as dicts keyed by the qa.parquet columns."""
-        rid, subject, split, pairs = self._pairs(report, sentences, mentions)
-        qt = QUESTION_TYPES
-        return [
-            {"qa_id": f"{rid}:{n}", "report_id": rid, "subject_id": subject, "granularity": qt[p[0]][0],
-             "question_type": p[0], "question": p[2], "answer": p[3], "answer_type": qt[p[0]][1],
-             "concept": p[4], "region": p[5], "evidence": p[6], "evidence_text": p[7], "split": split}
-            for n, p in enumerate(pairs)
-        ]
+        return [dict(zip(QA_COLUMNS, row)) for row in self.rows(report, sentences, mentions)]
 
     def rows(self, report: Mapping, sentences: Sequence[Mapping], mentions: Sequence[Mapping]) -> list[tuple]:
         """QA rows as tuples in QA_COLUMNS order (the fast path: no dict per row)."""
-        rid, subject, split, pairs = self._pairs(report, sentences, mentions)
-        qt = QUESTION_TYPES
-        return [
-            (f"{rid}:{n}", rid, subject, qt[p[0]][0], p[0], p[2], p[3], qt[p[0]][1], p[4], p[5], p[6], p[7], split)
-            for n, p in enumerate(pairs)
-        ]
-
-    def _pairs(self, report: Mapping, sentences: Sequence[Mapping], mentions: Sequence[Mapping]) -> tuple:
-        """(report_id, subject_id, split, pairs); a pair is (question_type, key, question, answer,
-        concept, region, evidence ids, evidence_text), key = concept / region / concept:side."""
+        if not isinstance(mentions, (list, tuple)):
+            mentions = list(mentions)  # walked more than once below
         rid = str(report["report_id"])
         subject = report.get("subject_id")
         subject = None if subject is None else str(subject)
-        study = report.get("study_id")
-        split = split_for_report(rid, subject, None if study is None else str(study), self.fractions, self.seed, self.split_map)
+        if self.split_map is None:  # what split_for_report does without a split file
+            who = subject if subject is not None else rid
+            split = self._splits.get(who)
+            if split is None:
+                split = assign_split(who, self.fractions, self.seed)
+                if len(self._splits) < 200_000:
+                    self._splits[who] = split
+        else:
+            study = report.get("study_id")
+            split = split_for_report(rid, subject, None if study is None else str(study), self.fractions, self.seed,
+                                     self.split_map)
         # the only per-report hash (= stable_hash(seed, rid)); questions and capping mix from it
-        base = int.from_bytes(_blake2b(f"{self.seed}\x1f{rid}".encode(), digest_size=8).digest(), "big")
-        types = self.types
-        pairs: list[tuple] = []
-        if "report" in types or "impression" in types:
-            self._coarse(base, report, mentions, pairs)
-        if "region" in types:
-            self._middle(base, sentences, mentions, pairs)
-        if types & _FINE_TYPES:
-            self._fine(base, mentions, pairs)
-        cap = self.config.max_pairs_per_report
-        if cap is not None and len(pairs) > cap:
-            pairs = self._cap(base, pairs, cap)
-        return rid, subject, split, pairs
+        hasher = self._base_hasher.copy()
+        hasher.update(rid.encode())
+        base = int.from_bytes(hasher.digest(), "big")
+        head = (rid, subject, split, base)
+        want_middle, want_fine = self._want_middle, self._want_fine
 
-    def _coarse(self, base: int, report: Mapping, mentions: Sequence[Mapping], pairs: list) -> None:
+        # One pass over the mentions: mention ids of FINDINGS and of IMPRESSION (coarse);
+        # (mention id, region) per sentence id (middle); current FINDINGS / IMPRESSION mentions per
+        # concept, concepts in order of first mention (fine).
+        cqs = self._cq
+        f_ids: list = []
+        i_ids: list = []
+        by_sid: dict[Any, list[tuple[Any, str]]] = {}
+        groups: dict[_ConceptQA, list[Mapping]] = {}
+        want_coarse = self._want_coarse
+        if want_coarse and want_middle and want_fine:  # the default: the same, without the flag tests
+            for m in mentions:
+                sec = m["section"]
+                mid = m["mention_id"]
+                if sec == "findings":
+                    f_ids.append(mid)
+                elif sec == "impression":
+                    i_ids.append(mid)
+                cq = cqs.get(m["concept"]) or self._concept_qa(m["concept"])
+                sid = m["sentence_id"]
+                if sid in by_sid:
+                    by_sid[sid].append((mid, cq.region))
+                else:
+                    by_sid[sid] = [(mid, cq.region)]
+                if sec in EVIDENCE_SECTIONS and m.get("temporality") != "historical":
+                    if cq in groups:
+                        groups[cq].append(m)
+                    else:
+                        groups[cq] = [m]
+        else:
+            for m in mentions:
+                if want_coarse:
+                    sec = m["section"]
+                    if sec == "findings":
+                        f_ids.append(m["mention_id"])
+                    elif sec == "impression":
+                        i_ids.append(m["mention_id"])
+                    if not (want_middle or want_fine):
+                        continue
+                cq = cqs.get(m["concept"]) or self._concept_qa(m["concept"])
+                if want_middle:
+                    sid = m["sentence_id"]
+                    if sid in by_sid:
+                        by_sid[sid].append((m["mention_id"], cq.region))
+                    else:
+                        by_sid[sid] = [(m["mention_id"], cq.region)]
+                if want_fine and m["section"] in EVIDENCE_SECTIONS and m.get("temporality") != "historical":
+                    if cq in groups:
+                        groups[cq].append(m)
+                    else:
+                        groups[cq] = [m]
+
+        # upper bound on the rows: 2 coarse, one per region, abnormality, at most 9 per concept
+        # (presence, verify x2, choose, location, severity, type, size, change)
+        if len(self._sfx) < 3 + len(self.region_order) + 9 * len(mentions):
+            self._ensure_sfx(3 + len(self.region_order) + 9 * len(mentions))
+        out: list[tuple] = []
+        vkeys: dict[int, str] = {}  # row position -> key of a verify row (concept:side), for _cap
+        if want_coarse:
+            self._coarse(head, report, f_ids, i_ids, out)
+        if want_middle:
+            self._middle(head, sentences, by_sid, out)
+        if groups:
+            self._fine(head, groups, out, vkeys)
+        cap = self.config.max_pairs_per_report
+        if cap is not None and len(out) > cap:
+            out = self._cap(base, rid, out, vkeys, cap)
+        return out
+
+    def _ensure_sfx(self, n: int) -> None:
+        # a new tuple, never grown in place: a generator may be shared between threads
+        self._sfx = tuple(f":{i}" for i in range(max(n, 2 * len(self._sfx), 256)))
+
+    def _report_entry(self, qtype: str) -> tuple:
+        entry = self._report_q[qtype] = self._q_entry(qtype, "")
+        return entry
+
+    def _concept_qa(self, cid: str) -> _ConceptQA:
+        cq = self._cq[cid] = _ConceptQA(self, cid, self.concepts.get(cid) or self.concept(cid))
+        return cq
+
+    def _coarse(self, head: tuple, report: Mapping, f_ids: list, i_ids: list, out: list) -> None:
+        """report / impression pairs; f_ids, i_ids: ids of the FINDINGS / IMPRESSION mentions."""
+        rid, subject, split, base = head
+        sfx = self._sfx
         findings, impression = _clean(report.get("findings")), _clean(report.get("impression"))
-        main_section = "findings" if findings else "impression"
         main = findings or impression
         if main and "report" in self.types:
-            ids = sorted([m["mention_id"] for m in mentions if m["section"] == main_section])
-            pairs.append(("report", "", self.question("report", base, ""), main, None, None, ids, None))
+            entry = self._report_q.get("report") or self._report_entry("report")
+            out.append((rid + sfx[len(out)], rid, subject, "coarse", "report", _choice(entry, base), main, "open",
+                        None, None, sorted(f_ids if findings else i_ids), None, split))
         if findings and impression and "impression" in self.types:
-            ids = sorted([m["mention_id"] for m in mentions if m["section"] == "impression"])
-            pairs.append(("impression", "", self.question("impression", base, ""), impression, None, None, ids, None))
+            entry = self._report_q.get("impression") or self._report_entry("impression")
+            out.append((rid + sfx[len(out)], rid, subject, "coarse", "impression", _choice(entry, base), impression,
+                        "open", None, None, sorted(i_ids), None, split))
 
-    def _middle(self, base: int, sentences: Sequence[Mapping], mentions: Sequence[Mapping], pairs: list) -> None:
+    def _middle(self, head: tuple, sentences: Sequence[Mapping], by_sid: Mapping, out: list) -> None:
         """Sentences (in the given, i.e. report, order) grouped by region; evidence = mentions of that region."""
-        by_sid: dict[Any, list[tuple[Any, str]]] = {}
-        concepts = self.concepts
-        for m in mentions:
-            info = concepts.get(m["concept"]) or self.concept(m["concept"])
-            by_sid.setdefault(m["sentence_id"], []).append((m["mention_id"], info.region))
-        texts: dict[str, list[str]] = {}
-        evidence: dict[str, list] = {}
+        rid, subject, split, base = head
+        acc: dict[str, tuple[list[str], list]] = {}  # region -> (its sentences, its mention ids)
         added: dict[str, frozenset[str]] = {}  # lower-cased sentence -> regions it was added to
-        sentence = self._sentence
+        sent_cache, one_region = self._sent_cache, self._one_region
         for s in sentences:
             if s["section"] not in EVIDENCE_SECTIONS:
                 continue
-            text, norm = sentence(s["sentence"])
+            hit = sent_cache.get(s["sentence"]) or self._sentence(s["sentence"])
+            text, norm, regions = hit
             if text is None:
                 continue
             ms = by_sid.get(s["sentence_id"])
-            if ms:
-                # A sentence with mentions is about their regions; its other keywords are mostly
-                # landmarks ("opacity overlying the left 5th rib" is not a bones sentence).
-                regions = frozenset([r for _, r in ms])
-                for mid, r in ms:
-                    if r in evidence:
-                        evidence[r].append(mid)
-                    else:
-                        evidence[r] = [mid]
+            # A sentence with mentions is about their regions; its other keywords are mostly
+            # landmarks ("opacity overlying the left 5th rib" is not a bones sentence).
+            if ms is None:
+                if regions is None:  # keyword regions, cached with the sentence on first use
+                    regions = hit[2] = self.keyword_regions(norm)
+            elif len(ms) == 1:
+                mid, r = ms[0]
+                a = acc.get(r)
+                if a is None:
+                    a = acc[r] = ([], [])
+                a[1].append(mid)
+                regions = one_region[r]
+                if norm not in added:  # the common case: one region, a sentence not seen before
+                    added[norm] = regions
+                    a[0].append(text)
+                    continue
             else:
-                regions = self.keyword_regions(norm)
+                regions = set()
+                for mid, r in ms:
+                    regions.add(r)
+                    a = acc.get(r)
+                    if a is None:
+                        acc[r] = ([], [mid])
+                    else:
+                        a[1].append(mid)
+                regions = frozenset(regions)
             prev = added.get(norm)
             if prev is not None:  # impressions often repeat a findings sentence: add it once per region
                 added[norm] = prev | regions
@@ -482,179 +659,379 @@ class QAGenerator:
             else:
                 added[norm] = regions
             for r in regions:
-                if r in texts:
-                    texts[r].append(text)
+                a = acc.get(r)
+                if a is None:
+                    acc[r] = ([text], [])
                 else:
-                    texts[r] = [text]
-        question = self.question
+                    a[0].append(text)
+        if not acc:
+            return
+        sfx, region_q = self._sfx, self._region_q
         for r in self.region_order:
-            if r in texts:
-                answer = " ".join(texts[r])
-                ids = evidence.get(r)
-                pairs.append(("region", r, question("region", base, r, region=r), answer, None, r,
-                              sorted(set(ids)) if ids else [], answer))
+            a = acc.get(r)
+            if a is not None and a[0]:  # (a region with evidence always has a sentence)
+                answer = " ".join(a[0])
+                ids = a[1]
+                # sorted(set(ids)), skipped when they are ascending already (sentences and
+                # their mentions in report order, the usual case)
+                if len(ids) > 1 and not (ids[0] < ids[1] if len(ids) == 2 else all(map(_LT, ids, ids[1:]))):
+                    ids = sorted(set(ids))
+                entry = region_q.get(r)
+                if entry is None:
+                    entry = region_q[r] = self._q_entry("region", r, region=r)
+                variants, kh, n = entry
+                out.append((rid + sfx[len(out)], rid, subject, "middle", "region",
+                            variants[((((base ^ kh) * _GOLDEN) & _MASK64) >> 32) % n], answer, "open",
+                            None, r, ids, answer, split))
 
-    def _fine(self, base: int, mentions: Sequence[Mapping], pairs: list) -> None:
-        types, hedge, scheme = self.types, self.hedge, self.config.scheme
-        aggs: dict[str, _Agg] = {}
-        for m in mentions:
-            if m.get("temporality") == "historical" or m["section"] not in EVIDENCE_SECTIONS:
+    def _fine(self, head: tuple, groups: Mapping[_ConceptQA, list], out: list, vkeys: dict) -> None:
+        """Fine pairs: the abnormality list, then per concept (order of first mention) its pairs.
+
+        Which pairs a concept gets, with which answers, depends only on its mentions' certainty and
+        attribute values (_MENTION_KEYS), which repeat a lot across reports and concepts. So that is
+        worked out once per tuple of values as a _plan and replayed here with the concept's question
+        wording (seeded by the report hash) and the report's evidence. One plain unlateralised
+        negative ("No pneumothorax.", most concepts of most reports) is replayed without a lookup.
+        """
+        rid, subject, split, base = head
+        scheme = self.config.scheme
+        by_scheme = scheme != "all"
+        plain = not by_scheme  # the shortcut below ignores scheme labels
+        sfx = self._sfx
+        presence = self._presence
+        no = self.no
+        plans1, plans = self._plans1, self._plans
+
+        # The abnormality pair comes first but depends on every concept: its row position is held
+        # by a placeholder while the concepts are walked once (_abnormality fills or drops it).
+        abnormality = "abnormality" in self.types
+        if abnormality:
+            slot = len(out)
+            out.append(None)
+        found: list[_ConceptQA] = []
+        hedged: list[_ConceptQA] = []
+        abn_ms: list[Mapping] = []
+        negs: list[Mapping] = []
+
+        for cq, ms in groups.items():
+            # The plan of plain unlateralised negatives ("No pneumothorax.", also repeated in the
+            # impression): presence 'no', all listed as negatives. Taken without a plan lookup.
+            if plain:
+                if len(ms) == 1:
+                    m = ms[0]
+                    if m["certainty"] == "negative" and m.get("laterality") is None and m.get("change") != "resolved":
+                        negs.append(m)
+                        if presence:
+                            variants, kh, n, cid, region = cq.presence
+                            out.append((rid + sfx[len(out)], rid, subject, "fine", "presence",
+                                        variants[((((base ^ kh) * _GOLDEN) & _MASK64) >> 32) % n], no,
+                                        "closed", cid, region, [m["mention_id"]], m["sentence"], split))
+                        continue
+                else:
+                    for m in ms:
+                        if (m["certainty"] != "negative" or m.get("laterality") is not None
+                                or m.get("change") == "resolved"):
+                            break
+                    else:
+                        negs += ms
+                        if presence:
+                            ids, text = _evidence(ms)
+                            variants, kh, n, cid, region = cq.presence
+                            out.append((rid + sfx[len(out)], rid, subject, "fine", "presence",
+                                        variants[((((base ^ kh) * _GOLDEN) & _MASK64) >> 32) % n], no,
+                                        "closed", cid, region, ids, text, split))
+                        continue
+
+            # plan key: the values of the one mention (plans1), or the tuple of their values (plans)
+            single = len(ms) == 1
+            try:
+                key = _MENTION_VALUES(ms[0]) if single else tuple(map(_MENTION_VALUES, ms))
+            except KeyError:  # a mention without some optional field: read it as None, like .get
+                key = _mention_values(ms[0]) if single else tuple([_mention_values(m) for m in ms])
+            if by_scheme:
+                key = (key, tuple([m.get(scheme) is not None for m in ms]))
+            cache = plans1 if single else plans
+            plan = cache.get(key)
+            if plan is None:
+                plan = self._plan(ms, key[1] if by_scheme else None)
+                # Values compare with ==: only cache plans of str/None values, so that 1 / 1.0 / True
+                # (equal, but printed differently) never share one.
+                values = key[0] if by_scheme else key
+                if len(cache) < 100_000 and (_PLAIN_TYPES.issuperset(map(type, values)) if single else
+                                             all([_PLAIN_TYPES.issuperset(map(type, v)) for v in values])):
+                    cache[key] = plan
+
+            neg_sel, abn_kind, abn_sel, specs, one_ev = plan
+            if neg_sel is None:
+                negs += ms
+            elif neg_sel:
+                negs += map(ms.__getitem__, neg_sel)
+            if abn_kind and cq.is_finding:  # devices and normal variants are not abnormalities
+                (found if abn_kind == 1 else hedged).append(cq)
+                abn_ms += ms if abn_sel is None else map(ms.__getitem__, abn_sel)
+            if not specs:
                 continue
-            cid = m["concept"]
-            agg = aggs.get(cid)
-            if agg is None:
-                agg = aggs[cid] = _Agg(self.concepts.get(cid) or self.concept(cid))
-            if scheme != "all" and m.get(scheme) is not None:
-                agg.in_scheme = True
+            cid, region, entries = cq.cid, cq.region, cq.entries
+            if one_ev:  # every pair rests on all the mentions (always so with one mention)
+                ids, text = ([ms[0]["mention_id"]], ms[0]["sentence"]) if single else _evidence(ms)
+                for gran, qtype, qkey, answer, atype, sel in specs:
+                    variants, kh, n, vkey = entries.get(qkey) or self._concept_entry(cq, qkey)
+                    if vkey is not None:
+                        vkeys[len(out)] = vkey
+                    out.append((rid + sfx[len(out)], rid, subject, gran, qtype,
+                                variants[((((base ^ kh) * _GOLDEN) & _MASK64) >> 32) % n], answer, atype,
+                                cid, region, ids, text, split))
+                continue
+            evs = {}  # mention selection -> its evidence, shared by the pairs of this concept
+            for gran, qtype, qkey, answer, atype, sel in specs:
+                ev = evs.get(sel)
+                if ev is None:
+                    ev = evs[sel] = _evidence(ms if sel is None else list(map(ms.__getitem__, sel)))
+                variants, kh, n, vkey = entries.get(qkey) or self._concept_entry(cq, qkey)
+                if vkey is not None:
+                    vkeys[len(out)] = vkey
+                out.append((rid + sfx[len(out)], rid, subject, gran, qtype,
+                            variants[((((base ^ kh) * _GOLDEN) & _MASK64) >> 32) % n], answer, atype,
+                            cid, region, ev[0], ev[1], split))
+
+        if abnormality:
+            self._abnormality(head, slot, found, hedged, abn_ms, negs, out, vkeys)
+
+    def _concept_entry(self, cq: _ConceptQA, qkey: str) -> tuple:
+        """(paraphrases, key hash, their number, verify key or None) of a concept's question
+        ('presence', ..., 'verify:left'), stored on the concept."""
+        if qkey.startswith("verify:"):
+            side = qkey[7:]
+            key = f"{cq.cid}:{side}"
+            entry = cq.entries[qkey] = (*self._q_entry("verify", key, cq.info, side=side), key)
+        else:
+            entry = cq.entries[qkey] = (*self._q_entry(qkey, cq.cid, cq.info), None)
+        return entry
+
+    def _plan(self, ms: Sequence[Mapping], scheme_flags: tuple[bool, ...] | None) -> tuple:
+        """The fine pairs of one concept, from its current mentions (report order), as replayable data:
+        (its negatives, abnormality kind if it is a finding (0 none, 1 found, 2 hedged), its mentions,
+        pair specs, whether every pair rests on all the mentions); a pair spec is (granularity,
+        question type, question ('presence', ..., 'verify:left'), answer, answer type, evidence
+        mentions). Mentions are given by position in `ms`; a selection of all of them is None.
+
+        Reads only _MENTION_KEYS of the mentions (and scheme_flags: per mention, whether it carries a
+        label of the scheme; None with scheme 'all'), so the plan holds for any concept whose mentions
+        have the same values. The rules are the module docstring's.
+        """
+        hedge = self.hedge
+        everything = tuple(range(len(ms)))
+
+        def sel(idx: list[int]) -> tuple[int, ...] | None:
+            t = tuple(idx)
+            return None if t == everything else t
+
+        # Positions per certainty: positive, uncertain, explicit negatives (including resolved
+        # mentions), resolved; sides the negatives rule out; some mention has a side; some
+        # positive/uncertain mention has an attribute (shortcut).
+        pos: list[int] = []
+        unc: list[int] = []
+        neg: list[int] = []
+        resolved: list[int] = []
+        neg_cover = _NO_SIDE
+        lateral = attrs = False
+        for i, m in enumerate(ms):
             cert = m["certainty"]
             lat = m.get("laterality")
             # a resolved finding (positive or negative wording) is an explicit negative now
-            resolved = cert != "uncertain" and m.get("change") == "resolved"
-            if resolved:
-                agg.resolved.append(m)
-            if cert == "negative" or resolved:
-                agg.neg.append(m)
+            res = cert != "uncertain" and m.get("change") == "resolved"
+            if res:
+                resolved.append(i)
+            if cert == "negative" or res:
+                neg.append(i)
                 # "no right effusion" covers only the right; unlateralised / bilateral cover both
                 if lat is None:
-                    agg.neg_cover = _BOTH
+                    neg_cover = _BOTH
                 elif lat in _SIDES:
-                    agg.neg_cover = agg.neg_cover | _SIDES[lat]
-                    agg.lateral = True
+                    neg_cover = neg_cover | _SIDES[lat]
+                    lateral = True
             elif cert == "positive" or cert == "uncertain":
-                (agg.pos if cert == "positive" else agg.unc).append(m)
+                (pos if cert == "positive" else unc).append(i)
                 if lat in _SIDES:
-                    agg.lateral = True
-                if not agg.attrs and (lat or m.get("location") or m.get("severity") or m.get("descriptor")
-                                      or m.get("size") or m.get("change")):
-                    agg.attrs = True
+                    lateral = True
+                if not attrs and (lat or m.get("location") or m.get("severity") or m.get("descriptor")
+                                  or m.get("size") or m.get("change")):
+                    attrs = True
 
-        if "abnormality" in types:
-            self._abnormality(base, aggs, pairs)
+        # the abnormality list counts every concept, whatever the scheme (findings only: _fine checks)
+        abn_kind, abn_sel = 0, None
+        if pos:
+            abn_kind, abn_sel = 1, sel(pos)
+        elif unc:
+            abn_kind, abn_sel = 2, sel(unc)
+
+        specs: list[tuple] = []
+
+        def add(qtype: str, answer: str, idx: list[int], qkey: str | None = None) -> None:
+            gran, atype = QUESTION_TYPES[qtype]
+            specs.append((gran, qtype, qkey or qtype, answer, atype, sel(idx)))
 
         presence, verify, change = self._presence, self._verify, self._change
-        attrs_on = self._attrs_on
-        yes, no = self.yes, self.no
-        question = self.question
-        for cid, agg in aggs.items():
-            if scheme != "all" and not agg.in_scheme:
-                continue
-            info = agg.info
-            region = info.region
-            pos, unc, neg = agg.pos, agg.unc, agg.neg
-
-            if not pos and not unc:  # the common case: an explicit negative ("No pneumothorax.")
-                if presence and agg.neg_cover >= _BOTH:
-                    pairs.append(("presence", cid, question("presence", base, cid, info), no, cid, region, *_evidence(neg)))
-                if verify and agg.lateral:
-                    self._verify_pairs(base, cid, info, pos, neg, pairs)
-                if change and agg.resolved:
-                    self._change_pair(base, cid, info, agg.resolved, False, pairs)
-                continue
-
+        if scheme_flags is not None and not any(scheme_flags):
+            pass  # the scheme keeps no pairs of this concept
+        elif not pos and not unc:  # explicit negatives only
+            if presence and neg_cover >= _BOTH:
+                add("presence", self.no, neg)
+            if verify and lateral:
+                self._plan_verify(add, ms, pos, neg)
+            if change and resolved:
+                self._plan_change(add, ms, resolved, False)
+        else:
             # attribute answers come from the positive mentions, else (hedge policy) the uncertain ones
-            attr_ms = pos or (unc if hedge else None)
-            attr_ev = _evidence(attr_ms) if attr_ms else None
+            attr_idx = pos or (unc if hedge else None)
             hedged = not pos
             if presence:
                 if pos:
-                    pairs.append(("presence", cid, question("presence", base, cid, info), yes, cid, region, *attr_ev))
+                    add("presence", self.yes, attr_idx)
                 elif hedge:
-                    pairs.append(("presence", cid, question("presence", base, cid, info), self.possibly, cid, region, *attr_ev))
-            if verify and agg.lateral and (pos or neg):
-                self._verify_pairs(base, cid, info, pos, neg, pairs)
-            if attr_ms and agg.attrs and attrs_on:
-                self._attribute_pairs(base, cid, info, attr_ms, attr_ev, hedged, pairs)
-            if change and (agg.attrs or agg.resolved):
-                ms = [m for m in pos if m.get("change")] + agg.resolved
-                if ms:
-                    self._change_pair(base, cid, info, ms, False, pairs)
+                    add("presence", self.possibly, attr_idx)
+            if verify and lateral and (pos or neg):
+                self._plan_verify(add, ms, pos, neg)
+            if attr_idx and attrs and self._attrs_on:
+                self._plan_attributes(add, ms, attr_idx, hedged)
+            if change and (attrs or resolved):
+                chg = []
+                for i in pos:
+                    if ms[i].get("change"):
+                        chg.append(i)
+                chg += resolved
+                if chg:
+                    self._plan_change(add, ms, chg, False)
                 elif hedge and not pos:
-                    ms = [m for m in unc if m.get("change") and m.get("change") != "resolved"]
-                    if ms:
-                        self._change_pair(base, cid, info, ms, True, pairs)
+                    for i in unc:
+                        if ms[i].get("change") and ms[i].get("change") != "resolved":
+                            chg.append(i)
+                    if chg:
+                        self._plan_change(add, ms, chg, True)
+        return sel(neg) if neg else (), abn_kind, abn_sel, tuple(specs), all([spec[5] is None for spec in specs])
 
-    def _verify_pairs(self, base: int, cid: str, info: ConceptInfo, pos: list, neg: list, pairs: list) -> None:
+    # The _plan helpers loop instead of using comprehensions: plans are built on first sight of a
+    # combination of values, so their cost shows on new data; they see one or two mentions.
+
+    def _plan_verify(self, add, ms: Sequence[Mapping], pos: list[int], neg: list[int]) -> None:
         """Verify pairs ("Is there X on the left?"): yes from a positive mention on that side, no from
         an explicit negative on that side (and no positive there)."""
         for side in ("left", "right"):
-            ms = [m for m in pos if side in _sides(m.get("laterality"))]
+            idx = []
+            for i in pos:
+                if side in _sides(ms[i].get("laterality")):
+                    idx.append(i)
             answer = self.yes
-            if not ms:
-                ms = [m for m in neg if side in _sides(m.get("laterality"))]
+            if not idx:
+                for i in neg:
+                    if side in _sides(ms[i].get("laterality")):
+                        idx.append(i)
                 answer = self.no
-            if ms:
-                key = f"{cid}:{side}"
-                pairs.append(("verify", key, self.question("verify", base, key, info, side=side), answer, cid,
-                              info.region, *_evidence(ms)))
+            if idx:
+                add("verify", answer, idx, "verify:" + side)
 
-    def _attribute_pairs(self, base: int, cid: str, info: ConceptInfo, attr_ms: list, attr_ev: tuple,
-                         hedged: bool, pairs: list) -> None:
+    def _plan_attributes(self, add, ms: Sequence[Mapping], attr_idx: list[int], hedged: bool) -> None:
         """choose / location / severity / type / size, each when some mention carries the attribute."""
-        types, region, n_all = self.types, info.region, len(attr_ms)
+        types = self.types
         if "choose" in types:
-            ms = [m for m in attr_ms if m.get("laterality") in _SIDES]
-            if ms:
-                sides = _NO_SIDE.union(*[_SIDES[m["laterality"]] for m in ms])
-                side = "bilateral" if sides >= _BOTH else next(iter(sides))
-                pairs.append(("choose", cid, self.question("choose", base, cid, info),
-                              self._hedge(str(self.v_choose.get(side, side)), hedged), cid, region,
-                              *(attr_ev if len(ms) == n_all else _evidence(ms))))
+            # the side the mentions with a side name: "bilateral" when they name both (or say so)
+            idx = []
+            side = None
+            for i in attr_idx:
+                lat = ms[i].get("laterality")
+                if lat in _SIDES:
+                    idx.append(i)
+                    side = lat if side is None or side == lat else "bilateral"
+            if idx:
+                add("choose", self._hedge(str(self.v_choose.get(side, side)), hedged), idx)
         if "location" in types:
-            ms = [m for m in attr_ms if m.get("location") or m.get("laterality") in _SIDES]
-            answer = self._location_answer(ms) if ms else None
+            idx = []
+            for i in attr_idx:
+                if ms[i].get("location") or ms[i].get("laterality") in _SIDES:
+                    idx.append(i)
+            answer = self._location_cached([ms[i] for i in idx]) if idx else None
             if answer:
-                pairs.append(("location", cid, self.question("location", base, cid, info),
-                              self._hedge(answer, hedged), cid, region, *(attr_ev if len(ms) == n_all else _evidence(ms))))
+                add("location", self._hedge(answer, hedged), idx)
         for qtype, attr, vocab in self.attr_specs:
-            ms = [m for m in attr_ms if m.get(attr)]
-            if ms:
-                answer = self.and_.join([str(vocab.get(v, v)) for v in _distinct(m[attr] for m in ms)])
-                pairs.append((qtype, cid, self.question(qtype, base, cid, info),
-                              self._hedge(answer, hedged), cid, region, *(attr_ev if len(ms) == n_all else _evidence(ms))))
+            idx = []
+            values: list = []
+            for i in attr_idx:
+                v = ms[i].get(attr)
+                if v:
+                    idx.append(i)
+                    if v not in values:  # (_distinct: truthy values are never None)
+                        values.append(v)
+            if idx:
+                answer = self.and_.join([str(vocab.get(v, v)) for v in values])
+                add(qtype, self._hedge(answer, hedged), idx)
 
-    def _change_pair(self, base: int, cid: str, info: ConceptInfo, ms: list, hedged: bool, pairs: list) -> None:
-        answer = self.and_.join([str(self.v_change.get(v, v)) for v in _distinct(m["change"] for m in ms)])
-        pairs.append(("change", cid, self.question("change", base, cid, info), self._hedge(answer, hedged), cid,
-                      info.region, *_evidence(ms)))
+    def _plan_change(self, add, ms: Sequence[Mapping], idx: list[int], hedged: bool) -> None:
+        answer = self.and_.join([str(self.v_change.get(v, v)) for v in _distinct([ms[i]["change"] for i in idx])])
+        add("change", self._hedge(answer, hedged), idx)
 
-    def _abnormality(self, base: int, aggs: Mapping[str, _Agg], pairs: list) -> None:
-        found: list[ConceptInfo] = []
-        hedged: list[ConceptInfo] = []
-        ms: list[Mapping] = []
-        negs: list[Mapping] = []
-        for agg in aggs.values():
-            info = agg.info
-            negs.extend(agg.neg)
-            if info.kind != "finding":  # devices and normal variants are not abnormalities
-                continue
-            if agg.pos:
-                found.append(info)
-                ms.extend(agg.pos)
-            elif agg.unc:
-                hedged.append(info)
-                ms.extend(agg.unc)
+    def _location_cached(self, ms: list[Mapping]) -> str | None:
+        """_location_answer(ms), cached on the ((location, laterality), ...) it reads when these are
+        str / None (equal values of other types may print differently)."""
+        key = tuple([(m.get("location"), m.get("laterality")) for m in ms])
+        plain = all([type(loc) in _PLAIN_TYPES and type(lat) in _PLAIN_TYPES for loc, lat in key])
+        answer = self._loc_cache.get(key, False) if plain else False
+        if answer is False:
+            answer = self._location_answer(ms)
+            if plain and len(self._loc_cache) < 100_000:
+                self._loc_cache[key] = answer
+        return answer
+
+    def _abnormality(self, head: tuple, slot: int, found: list, hedged: list, ms: list, negs: list, out: list,
+                     vkeys: dict) -> None:
+        """Fill the abnormality placeholder at out[slot], or drop it and renumber the rows after it."""
+        rid, subject, split, base = head
+        answer = None
         if hedged and not self.hedge:
-            return  # 'skip': a list that leaves out a hedged finding would overstate normality
-        if found or hedged:
-            items = [i.name for i in sorted(found, key=_concept_order)]
-            items += [self.hedge_item.format(item=i.name) for i in sorted(hedged, key=_concept_order)]
-            answer = self.sep.join(items)
+            pass  # 'skip': a list that leaves out a hedged finding would overstate normality
+        elif found or hedged:
+            if len(found) == 1 and not hedged:
+                answer = found[0].name
+            else:
+                items = [cq.name for cq in sorted(found, key=_sort_key)]
+                items += [self.hedge_item.format(item=cq.name) for cq in sorted(hedged, key=_sort_key)]
+                answer = self.sep.join(items)
         elif negs:
             answer, ms = self.none, negs
-        else:
+        if answer is None:  # no abnormality pair: the rows after the slot move up one position
+            del out[slot]
+            sfx = self._sfx
+            for i in range(slot, len(out)):
+                out[i] = (rid + sfx[i],) + out[i][1:]
+            moved = {i - 1: k for i, k in vkeys.items()}  # all verify rows come after the slot
+            vkeys.clear()
+            vkeys.update(moved)
             return
         ids, text = _evidence(ms)
-        pairs.append(("abnormality", "", self.question("abnormality", base, ""), answer, None, None, ids, text))
+        entry = self._report_q.get("abnormality") or self._report_entry("abnormality")
+        out[slot] = (rid + self._sfx[slot], rid, subject, "fine", "abnormality", _choice(entry, base), answer, "open",
+                     None, None, ids, text, split)
 
-    def _cap(self, base: int, pairs: list, cap: int) -> list:
-        """Keep `cap` pairs: round-robin over question types (CAP_PRIORITY), seeded order within a type."""
+    def _cap(self, base: int, rid: str, rows: list, vkeys: Mapping[int, str], cap: int) -> list:
+        """Keep `cap` rows: round-robin over question types (CAP_PRIORITY), seeded order within a type;
+        kept rows are renumbered. The seeded order hashes (question type, key), key = the pair's
+        concept / region / concept:side ('' for report, impression and abnormality)."""
+        def key(i: int) -> str:
+            row = rows[i]
+            qtype = row[4]
+            if qtype == "verify":
+                k = vkeys[i]
+            elif qtype == "region":
+                k = row[9]
+            elif qtype in _UNKEYED_TYPES:
+                k = ""
+            else:
+                k = row[8]
+            return self._pick(base, "cap", qtype, k)
+
         by_type: dict[str, list[int]] = {}
-        for i, p in enumerate(pairs):
-            by_type.setdefault(p[0], []).append(i)
-        queues = [
-            sorted(by_type[t], key=lambda i: self._pick(base, "cap", pairs[i][0], pairs[i][1]))
-            for t in CAP_PRIORITY if t in by_type
-        ]
+        for i, row in enumerate(rows):
+            by_type.setdefault(row[4], []).append(i)
+        queues = [sorted(by_type[t], key=key) for t in CAP_PRIORITY if t in by_type]
         keep: list[int] = []
         depth = 0
         while len(keep) < cap:
@@ -662,7 +1039,12 @@ class QAGenerator:
                 if depth < len(q) and len(keep) < cap:
                     keep.append(q[depth])
             depth += 1
-        return [pairs[i] for i in sorted(keep)]
+        sfx = self._sfx
+        return [(rid + sfx[n],) + rows[i][1:] for n, i in enumerate(sorted(keep))]
+
+
+def _sort_key(cq: _ConceptQA) -> tuple[int, str]:
+    return cq.sort_key
 
 
 def _concept_order(info: ConceptInfo) -> tuple[int, str]:
