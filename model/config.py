@@ -49,8 +49,11 @@ class ModelConfig:
     embed_dim: int = 128  # shared contrastive embedding width
     temperature: float = 0.07  # fixed contrastive temperature (paper)
     queue_size: int = 2048  # MoCo-style queue length; any batch size works (wrap-around)
-    queue_warmup_steps: int = 1000  # queues fill from step 0 but serve as negatives only after this many steps:
-    # without a momentum encoder, stale negatives from an untrained model drive all embeddings to one point
+    momentum: float = 0.995  # EMA rate of the momentum encoders (MoCo / ALBEF) that produce the contrastive keys:
+    # the batch's candidates and the queued negatives. 0: no momentum encoder, online features are queued (only
+    # safe with a short queue: stale features of a fast-moving encoder make 'fresh vs queued' a shortcut that
+    # collapses every embedding to one point)
+    queue_warmup_steps: int = 0  # queues fill from step 0 but serve as negatives only after this many steps
     lm_weights: tuple = (9.0, 3.0, 1.0)  # coarse / middle / fine LM loss weights
     attn_implementation: str = "sdpa"  # for transformers backbones: sdpa | eager | flash_attention_2
 

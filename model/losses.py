@@ -84,12 +84,16 @@ class FeatureQueue(nn.Module):
 
 def image_report_contrastive(img: torch.Tensor, txt: torch.Tensor, keys: torch.Tensor, all_keys: torch.Tensor,
                              img_queue: FeatureQueue, txt_queue: FeatureQueue, temperature: float,
-                             use_queue: bool = True) -> torch.Tensor:
+                             use_queue: bool = True, img_m: torch.Tensor | None = None,
+                             txt_m: torch.Tensor | None = None) -> torch.Tensor:
     """img, txt: (B, E) normalised local embeddings; keys (B,) report-text keys, all_keys gathered (W*B,).
-    CE(i->t) + CE(t->i) against the gathered batch + queue."""
+    CE(i->t) + CE(t->i) against the gathered batch + queue. img_m / txt_m: the batch's features from the
+    momentum encoders (MoCo keys): when given, the candidates are those (no gradient), so the positive and the
+    queued negatives come from the same slowly moving encoder; otherwise the online features themselves."""
     rank, _ = world()
     B = img.shape[0]
-    all_img, all_txt = gather_rows(img), gather_rows(txt)  # (W*B, E)
+    all_img = gather_rows(img if img_m is None else img_m)  # (W*B, E)
+    all_txt = gather_rows(txt if txt_m is None else txt_m)
     labels = torch.arange(B, device=img.device) + rank * B
     i2t = img @ torch.cat([all_txt, txt_queue.feats.to(img.dtype)]).t() + _bias(keys, all_keys, txt_queue, rank, use_queue)
     t2i = txt @ torch.cat([all_img, img_queue.feats.to(txt.dtype)]).t() + _bias(keys, all_keys, img_queue, rank,
@@ -113,17 +117,20 @@ def _bias(keys: torch.Tensor, all_keys: torch.Tensor, queue: FeatureQueue, rank:
 
 def query_report_contrastive(queries: torch.Tensor, txt: torch.Tensor, keys: torch.Tensor, all_keys: torch.Tensor,
                              query_queues: list[FeatureQueue], txt_queue: FeatureQueue,
-                             temperature: float, use_queue: bool = True) -> torch.Tensor:
+                             temperature: float, use_queue: bool = True, queries_m: torch.Tensor | None = None,
+                             txt_m: torch.Tensor | None = None) -> torch.Tensor:
     """queries: (V, B, Q, E) normalised per view; txt: (B, E). Similarity of a report and an image =
-    max over the image's queries, averaged over the V views; CE(report -> images) + CE(image -> reports)."""
+    max over the image's queries, averaged over the V views; CE(report -> images) + CE(image -> reports).
+    queries_m / txt_m: momentum-encoder candidates of the batch, as in ``image_report_contrastive``."""
     rank, _ = world()
     V, B = queries.shape[:2]
     labels = torch.arange(B, device=txt.device) + rank * B
-    all_txt = gather_rows(txt)  # (W*B, E)
+    all_txt = gather_rows(txt if txt_m is None else txt_m)  # (W*B, E)
     cand_txt = torch.cat([all_txt, txt_queue.feats.to(txt.dtype)])  # (W*B + K, E)
+    keys_q = queries if queries_m is None else queries_m
     t2i, i2t = 0.0, 0.0
     for v in range(V):
-        all_q = gather_rows(queries[v])  # (W*B, Q, E)
+        all_q = gather_rows(keys_q[v])  # (W*B, Q, E)
         cand_q = torch.cat([all_q, query_queues[v].feats.to(txt.dtype)])  # (W*B + K, Q, E)
         t2i = t2i + torch.einsum("be,nqe->bnq", txt, cand_q).amax(-1) + _bias(keys, all_keys, query_queues[v], rank, use_queue)
         i2t = i2t + torch.einsum("bqe,ne->bnq", queries[v], cand_txt).amax(-1)

@@ -12,6 +12,7 @@ query-report contrastive (max over queries), LM loss on one coarse / middle / fi
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ from .losses import FeatureQueue, QFTLoss, gather_rows, image_report_contrastive
 CLS_FIRST = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn", "vit_mae",
              "clip_vision_model", "yolos"}
 GRANULARITIES = ("coarse", "middle", "fine")
+# the modules that produce contrastive features; the momentum encoder is an EMA copy of exactly these
+CONTRASTIVE_MODULES = ("image_encoder", "qft", "text_encoder", "image_global", "report_global", "report_query",
+                       "query_embed")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -230,6 +234,13 @@ class QFT(nn.Module):
         self.report_query_queue = FeatureQueue(K, E)
         self.query_queues = nn.ModuleList([FeatureQueue(K, Q, E), FeatureQueue(K, Q, E)])  # one per view
         self.use_queue = True  # the trainer turns queue negatives off for the first queue_warmup_steps
+        # MoCo / ALBEF momentum encoder: an EMA copy of the contrastive modules (no gradient, not optimised)
+        # encodes the keys (the batch's candidates and what is queued), so queued negatives stay consistent
+        # with the positives instead of being features of an older, different encoder
+        self.momentum_encoder = None
+        if cfg.momentum > 0 and K > 0:
+            self.momentum_encoder = nn.ModuleDict({n: copy.deepcopy(getattr(self, n)) for n in CONTRASTIVE_MODULES})
+            self.momentum_encoder.requires_grad_(False)
         self.register_buffer("pixel_stats", torch.tensor([cfg.image_mean, cfg.image_std]), persistent=False)
 
     # ---- inputs ------------------------------------------------------------------------------------
@@ -276,6 +287,30 @@ class QFT(nn.Module):
                                     eos_token_id=self.eos_id, bos_token_id=self.bos_id)
         return out[:, prompts.shape[1]:]
 
+    # ---- momentum encoder ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """EMA step: momentum <- m * momentum + (1 - m) * online."""
+        ema, online = [], []
+        for n in CONTRASTIVE_MODULES:
+            ema += list(self.momentum_encoder[n].parameters())
+            online += list(getattr(self, n).parameters())
+        torch._foreach_lerp_(ema, online, 1.0 - self.cfg.momentum)
+
+    @torch.no_grad()
+    def momentum_features(self, pixels0: torch.Tensor, pixels1: torch.Tensor, ids: torch.Tensor,
+                          mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image embedding (B, E), report embedding (B, E), report query-space embedding (B, E),
+        queries (2, B, 1 + Q, E)) from the momentum encoder, computed exactly as the online ones."""
+        m = self.momentum_encoder
+        B = pixels0.shape[0]
+        g, patches = m.image_encoder(torch.cat([self.normalise(pixels0), self.normalise(pixels1)]))
+        q = m.qft(patches)
+        img = F.normalize(F.normalize(m.image_global(g), dim=-1).view(2, B, -1).mean(0), dim=-1)
+        queries = F.normalize(m.query_embed(q), dim=-1).view(2, B, *q.shape[1:-1], -1)
+        cls = m.text_encoder(ids, mask)
+        return img, F.normalize(m.report_global(cls), dim=-1), F.normalize(m.report_query(cls), dim=-1), queries
+
     # ---- pre-training ------------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> QFTLoss:
         """batch: pixels0/pixels1 (B, C, S, S) float (augmented), report/report_mask (B, Lr), report_key (B,)
@@ -290,25 +325,35 @@ class QFT(nn.Module):
 
         keys = batch["report_key"]  # (B,) hash of the report tokens: same text -> not a negative
         all_keys = gather_rows(keys)
+        # contrastive keys: momentum features when there is a momentum encoder (training), else the online ones
+        k_img, k_rep, k_rq, k_q = img.embedding, report_emb, report_q, queries
+        momentum = self.momentum_encoder is not None and self.training
+        if momentum:
+            self.momentum_update()
+            k_img, k_rep, k_rq, k_q = self.momentum_features(batch["pixels0"], batch["pixels1"], batch["report"],
+                                                             batch["report_mask"])
         itc = image_report_contrastive(img.embedding, report_emb, keys, all_keys, self.image_queue,
-                                       self.report_queue, T, self.use_queue)
+                                       self.report_queue, T, self.use_queue,
+                                       img_m=k_img if momentum else None, txt_m=k_rep if momentum else None)
         qrc = query_report_contrastive(queries, report_q, keys, all_keys, list(self.query_queues),
-                                       self.report_query_queue, T, self.use_queue)
+                                       self.report_query_queue, T, self.use_queue,
+                                       queries_m=k_q if momentum else None, txt_m=k_rq if momentum else None)
         lm = [lm_loss(self.decoder_logits(batch[g], img.decoder_context), batch[g + "_targets"])
               for g in GRANULARITIES]
         total = itc + qrc + sum(w * x for w, x in zip(cfg.lm_weights, lm))
 
-        if self.training:  # enqueue this step's (gathered) features for the next steps' negatives
-            self.image_queue.push(gather_rows(img.embedding), all_keys)
-            self.report_queue.push(gather_rows(report_emb), all_keys)
-            self.report_query_queue.push(gather_rows(report_q), all_keys)
+        if self.training:  # enqueue this step's (gathered) keys for the next steps' negatives
+            self.image_queue.push(gather_rows(k_img.detach()), all_keys)
+            self.report_queue.push(gather_rows(k_rep.detach()), all_keys)
+            self.report_query_queue.push(gather_rows(k_rq.detach()), all_keys)
             for v in range(2):
-                self.query_queues[v].push(gather_rows(queries[v]), all_keys)
+                self.query_queues[v].push(gather_rows(k_q[v].detach()), all_keys)
         return QFTLoss(total, itc, qrc, *lm)
 
 
 def param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Trainable parameters (the momentum encoder's EMA copies are not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def cosine_lr(step: int, peak: float, floor: float, warmup: int, total: int) -> float:

@@ -27,6 +27,7 @@ from .augment import augment
 from .checkpoint import find_checkpoint, load_checkpoint, load_config_from, save_checkpoint
 from .config import QFTConfig
 from .data.dataset import Collate, Corpus, StepSampler, StudyDataset, build_corpus
+from .data.tables import load_label_sets
 from .data.tokenizer import TextTokenizer
 from .qft import QFT, cosine_lr, param_count
 
@@ -130,10 +131,15 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 @torch.no_grad()
 def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, device: torch.device,
-                   batch_size: int, autocast=contextlib.nullcontext) -> dict:
+                   batch_size: int, autocast=contextlib.nullcontext, labels: dict | None = None) -> dict:
     """Top-1 image->report and report->image accuracy among ``indices`` (un-augmented views). Retrieving a
     report with exactly the same text as the true one counts as a hit (templated normals are common);
-    ``chance`` is the expected accuracy of a random ranking under that rule."""
+    ``chance`` is the expected accuracy of a random ranking under that rule.
+
+    With ``labels`` (report_id -> set of positive labels, e.g. CheXpert) also the label-aware top-1: a hit
+    when the retrieved report has the same label set as the true one. Differently worded reports of the same
+    findings (every normal study, say) cannot be told apart from the image, so the exact metric is capped
+    well below 1; ``label_chance`` is the label-aware accuracy of a random ranking."""
     was_training = model.training
     model.eval()
     ds, collate = StudyDataset(corpus, data_cfg), Collate(corpus.tokenizer.pad_id)
@@ -148,9 +154,17 @@ def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, de
     key = torch.cat(keys)
     same = (key[:, None] == key[None, :]).float()  # (n, n) identical report text
     model.train(was_training)
-    return {"i2t_top1": (key[sim.argmax(1)] == key).float().mean().item(),
-            "t2i_top1": (key[sim.argmax(0)] == key).float().mean().item(), "n": sim.shape[0],
-            "chance": same.mean().item()}
+    out = {"i2t_top1": (key[sim.argmax(1)] == key).float().mean().item(),
+           "t2i_top1": (key[sim.argmax(0)] == key).float().mean().item(), "n": sim.shape[0],
+           "chance": same.mean().item()}
+    if labels:
+        sets = [labels.get(corpus.studies[int(i)].report_id) for i in indices]
+        ids = {x: j for j, x in enumerate(dict.fromkeys(sets))}
+        lab = torch.tensor([ids[x] if x is not None else -1 - j for j, x in enumerate(sets)], device=sim.device)
+        out.update({"i2t_label_top1": (lab[sim.argmax(1)] == lab).float().mean().item(),
+                    "t2i_label_top1": (lab[sim.argmax(0)] == lab).float().mean().item(),
+                    "label_chance": (lab[:, None] == lab[None, :]).float().mean().item()})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -208,6 +222,7 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     tok = corpus.tokenizer
     train_idx, held_idx = holdout(corpus, tc.seed)
     eval_idx = held_idx[: tc.eval_studies]
+    eval_labels = load_label_sets(data)  # optional: label-aware retrieval next to the exact one
 
     # ---- model + optimiser ------------------------------------------------------------------------
     model = QFT(cfg.model, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id).to(dev)
@@ -241,7 +256,8 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     # ---- metrics ------------------------------------------------------------------------------------
     metrics_path = out / "metrics.csv"
     fields = ["step", "lr", "loss", "itc", "qrc", "lm_coarse", "lm_middle", "lm_fine", "grad_norm",
-              "samples_per_s", "mfu", "i2t_top1", "t2i_top1", "chance"]
+              "samples_per_s", "mfu", "i2t_top1", "t2i_top1", "chance", "i2t_label_top1", "t2i_label_top1",
+              "label_chance"]
     writer = None
     if rank == 0:
         new = not metrics_path.exists() or start == 0
@@ -267,9 +283,13 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
 
     def evaluate(step: int) -> dict:
         if rank == 0 and len(eval_idx) > 1:
-            r = retrieval_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast)
+            r = retrieval_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast, eval_labels)
             log.info("step %d: held-out retrieval top-1 image->report %.3f report->image %.3f (n=%d, chance %.3f)",
                      step, r["i2t_top1"], r["t2i_top1"], r["n"], r["chance"])
+            if "i2t_label_top1" in r:
+                log.info("step %d: held-out label-aware retrieval top-1 (same CheXpert positives) image->report "
+                         "%.3f report->image %.3f (chance %.3f)", step, r["i2t_label_top1"], r["t2i_label_top1"],
+                         r["label_chance"])
             record({"step": step, **r})
         else:
             r = {}

@@ -87,3 +87,26 @@ def test_loss_outputs_are_named():
     out = QFTLoss(*(torch.tensor(float(i)) for i in range(6)))
     assert list(out.items()) == ["loss", "itc", "qrc", "lm_coarse", "lm_middle", "lm_fine"]
     assert out.items()["lm_fine"] == 5.0
+
+
+def test_contrastive_candidates_from_momentum_features_get_no_gradient():
+    B, E, K = 4, 8, 6
+    img = _unit(B, E, 0).requires_grad_()
+    txt = _unit(B, E, 1).requires_grad_()
+    img_m, txt_m = _unit(B, E, 2), _unit(B, E, 3)
+    keys = torch.arange(B)
+    loss = image_report_contrastive(img, txt, keys, keys, FeatureQueue(K, E), FeatureQueue(K, E), 0.07,
+                                    img_m=img_m, txt_m=txt_m)
+    ref = (F.cross_entropy(img @ txt_m.t() / 0.07, keys) + F.cross_entropy(txt @ img_m.t() / 0.07, keys))
+    assert torch.allclose(loss, ref, atol=1e-5)
+    loss.backward()
+    assert img.grad is not None and txt.grad is not None
+    Q = 3
+    queries = _unit(2 * B * Q, E, 4).view(2, B, Q, E).requires_grad_()
+    queries_m = _unit(2 * B * Q, E, 5).view(2, B, Q, E)
+    qrc = query_report_contrastive(queries, txt, keys, keys, [FeatureQueue(K, Q, E), FeatureQueue(K, Q, E)],
+                                   FeatureQueue(K, E), 0.07, queries_m=queries_m, txt_m=txt_m)
+    t2i = sum(torch.einsum("be,nqe->bnq", txt, queries_m[v]).amax(-1) for v in range(2))
+    i2t = sum(torch.einsum("bqe,ne->bnq", queries[v], txt_m).amax(-1) for v in range(2))
+    ref = F.cross_entropy(t2i / 0.14, keys) + F.cross_entropy(i2t / 0.14, keys)
+    assert torch.allclose(qrc, ref, atol=1e-5)

@@ -114,3 +114,65 @@ def test_backbones_load_from_local_dirs(tmp_path):
     m.eval()
     b = batch()
     assert torch.allclose(m.encode_image(b["pixels0"]).embedding, m2.encode_image(b["pixels0"]).embedding, atol=1e-6)
+
+
+def test_momentum_encoder_is_an_ema_copy_that_encodes_the_queued_keys():
+    torch.manual_seed(0)
+    m = QFT(tiny(**{"model.momentum": 0.9, "model.dropout": 0.0}).model, V, PAD, BOS, EOS)
+    for mod in m.modules():  # no dropout anywhere: the keys can be recomputed exactly below
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    trainable = {id(p) for p in m.parameters() if p.requires_grad}
+    assert all(id(p) not in trainable for p in m.momentum_encoder.parameters())  # never optimised
+    with torch.no_grad():  # move the online encoder away from its copy
+        for p in m.text_encoder.parameters():
+            p.add_(0.1)
+    online, ema = list(m.text_encoder.parameters())[0].clone(), list(m.momentum_encoder["text_encoder"].parameters())[0].clone()
+    b = batch()
+    m(b)
+    got = list(m.momentum_encoder["text_encoder"].parameters())[0]
+    assert torch.allclose(got, 0.9 * ema + 0.1 * online, atol=1e-6)
+    # the queues hold the momentum encoder's features of the batch, not the online ones
+    img, rep, rq, q = m.momentum_features(b["pixels0"], b["pixels1"], b["report"], b["report_mask"])
+    assert torch.allclose(m.image_queue.feats[:8], img, atol=1e-5)
+    assert torch.allclose(m.report_queue.feats[:8], rep, atol=1e-5)
+    assert torch.allclose(m.report_query_queue.feats[:8], rq, atol=1e-5)
+    assert torch.allclose(m.query_queues[1].feats[:8], q[1], atol=1e-5)
+    online_rep = m.encode_text(b["report"], b["report_mask"])
+    assert not torch.allclose(m.report_queue.feats[:8], online_rep, atol=1e-3)
+    m.eval()  # no EMA step and no enqueueing outside training
+    before = got.clone()
+    m(b)
+    assert torch.equal(list(m.momentum_encoder["text_encoder"].parameters())[0], before)
+    assert m.image_queue.filled.item() == 8
+    assert QFT(tiny(**{"model.momentum": 0.0}).model, V, PAD, BOS, EOS).momentum_encoder is None
+
+
+def test_queue_negatives_do_not_collapse_the_embeddings():
+    """Regression: queued features of the fast-moving online encoder (no momentum encoder) let the model tell
+    'this batch' from 'the queue' and drove every embedding to one point (itc -> 2 ln(B + K), retrieval at
+    chance). With momentum keys, 4 rotating batches of 8 distinct pairs and a queue of 3 batches are learnt."""
+    torch.manual_seed(0)
+    K = 24
+    m = QFT(tiny(**{"model.queue_size": K, "model.momentum": 0.9, "model.lm_weights": [0, 0, 0]}).model,
+            V, PAD, BOS, EOS)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-3)
+    batches = [batch(seed=s) for s in range(4)]
+    for i, b in enumerate(batches):
+        b["report_key"] = b["report_key"] + 8 * i  # 32 different reports: the queue holds real negatives
+    for step in range(80):
+        out = m(batches[step % 4])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert m.image_queue.filled.item() == K
+    uniform = 2 * torch.log(torch.tensor(8.0 + K)).item()
+    assert out.itc.item() < uniform / 2 and out.qrc.item() < uniform / 2, (out.itc.item(), out.qrc.item(), uniform)
+    m.eval()
+    with torch.no_grad():
+        b = batches[0]
+        img = m.encode_image(b["pixels0"], b["pixels1"]).embedding
+        txt = m.encode_text(b["report"], b["report_mask"])
+    off = ~torch.eye(8, dtype=torch.bool)
+    assert (txt @ txt.t())[off].mean() < 0.9 and (img @ img.t())[off].mean() < 0.9  # not one point
+    assert ((img @ txt.t()).argmax(1) == torch.arange(8)).float().mean() >= 0.75  # pairs retrieved

@@ -120,3 +120,33 @@ def test_cli_synth_prepare_and_yaml_config(tmp_path, capsys):
     assert main(["prepare", "--data", str(tmp_path / "d"), "--images", str(tmp_path / "nope"),
                  "--cache", str(tmp_path / "cache")]) == 2
     assert "expected an image root folder or a CSV" in capsys.readouterr().err
+
+
+def test_retrieval_eval_label_aware_metric(tmp_path):
+    """Exact-text and label-aware (same positive label set) top-1, with their chance levels."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from model.data.dataset import build_corpus
+    from model.data.tables import load_label_sets
+    from model.qft import QFT
+    from model.train import retrieval_eval
+
+    make_corpus(tmp_path / "data", tmp_path / "images", n_studies=12, size=40, seed=3)
+    cfg = load_config("tiny", SMALL)
+    c = build_corpus(tmp_path / "data", tmp_path / "images", tmp_path / "cache", 32, cfg.data, progress=False)
+    assert load_label_sets(tmp_path / "data") == {}  # labels.parquet is optional
+    rids = [s.report_id for s in c.studies]
+    rows = [{"report_id": r, "scheme": "chexpert", "label": lab, "value": int(i % 2 == (lab == "Edema"))}
+            for i, r in enumerate(rids) for lab in ("Edema", "No Finding")]
+    rows.append({"report_id": rids[0], "scheme": "other", "label": "X", "value": 1})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "labels.parquet")
+    labels = load_label_sets(tmp_path / "data")
+    assert labels[rids[0]] == {"No Finding"} and labels[rids[1]] == {"Edema"}
+    torch.manual_seed(0)
+    model = QFT(cfg.model, c.tokenizer.vocab_size, c.tokenizer.pad_id, c.tokenizer.bos_id, c.tokenizer.eos_id)
+    r = retrieval_eval(model, c, cfg.data, np.arange(len(rids)), torch.device("cpu"), 4, labels=labels)
+    assert r["n"] == len(rids) and abs(r["label_chance"] - 0.5) < 0.1  # two label sets, half each
+    assert r["i2t_label_top1"] >= r["i2t_top1"] and r["t2i_label_top1"] >= r["t2i_top1"]
+    assert "label_chance" not in retrieval_eval(model, c, cfg.data, np.arange(4), torch.device("cpu"), 4)

@@ -80,3 +80,19 @@ def load_studies(data_dir: str | Path) -> list[Study]:
     if not studies:
         raise ValueError(f"{data_dir}: no usable reports (need findings or impression text)")
     return studies
+
+
+def load_label_sets(data_dir: str | Path, scheme: str = "chexpert") -> dict[str, frozenset[str]]:
+    """report_id -> the set of labels marked positive (value 1) under ``scheme`` in labels.parquet; {} when
+    the folder has no labels.parquet (the table is optional: only used for label-aware evaluation)."""
+    path = Path(data_dir) / "labels.parquet"
+    if not path.exists():
+        return {}
+    rows = pq.read_table(path, columns=["report_id", "scheme", "label", "value"]).to_pylist()
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        if r["scheme"] == scheme:
+            s = out.setdefault(r["report_id"], set())
+            if r["value"] == 1:
+                s.add(r["label"])
+    return {k: frozenset(v) for k, v in out.items()}
