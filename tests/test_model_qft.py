@@ -5,20 +5,13 @@ from model.augment import augment
 from model.config import load_config
 from model.losses import IGNORE
 from model.qft import QFT
+from model_shapes import micro
 
 V, PAD, BOS, EOS = 120, 0, 5, 6
 
 
 def tiny(**over):
-    o = {"model.image_size": 32, "model.num_queries": 4, "model.queue_size": 12, "model.queue_warmup_steps": 0,
-         "model.vision_config": {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1,
-                                 "num_attention_heads": 2, "intermediate_size": 64, "patch_size": 8},
-         "model.text_config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
-                               "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64},
-         "model.qft_hidden": 32, "model.qft_heads": 2,
-         "model.decoder_config": {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 64}}
-    o.update(over)
-    return load_config("tiny", o)
+    return load_config("tiny", micro(64, **{"model.queue_size": 12, "model.queue_warmup_steps": 0, **over}))
 
 
 def batch(B=8, S=32, seed=0):

@@ -13,17 +13,13 @@ from model.checkpoint import load_pretrained
 from model.config import load_config
 from model.synthetic import make_corpus
 from model.train import NonFiniteLoss, pretrain
+from model_shapes import micro
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"model.image_size": 32, "model.num_queries": 4, "model.queue_size": 10, "model.queue_warmup_steps": 2,
-         "model.vision_config": {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1,
-                                 "num_attention_heads": 2, "intermediate_size": 64, "patch_size": 8},
-         "model.text_config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
-                               "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128},
-         "model.qft_hidden": 32, "model.qft_heads": 2,
-         "model.decoder_config": {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 128},
-         "data.vocab_size": 300, "data.workers": 0, "train.batch_size": 4, "train.steps": 6, "train.warmup_steps": 2,
-         "train.log_every": 1, "train.eval_every": 0, "train.save_every": 0, "train.eval_studies": 8}
+SMALL = micro(128, **{
+    "model.queue_size": 10, "model.queue_warmup_steps": 2, "data.vocab_size": 300, "data.workers": 0,
+    "train.batch_size": 4, "train.steps": 6, "train.warmup_steps": 2, "train.log_every": 1,
+    "train.eval_every": 0, "train.save_every": 0, "train.eval_studies": 8})
 
 
 @pytest.fixture(scope="module")
