@@ -146,8 +146,9 @@ class MentionExtractor:
                  "severity": m.severity, "descriptor": m.descriptor, "size": m.size, "change": m.change,
                  "temporality": m.temporality, "chexpert": concepts[m.concept].chexpert,
                  "chestxray14": concepts[m.concept].chestxray14}
-                for m in self.extract(sentence)
+                for m in self._extract(sentence)
             )
+            self.cache_misses += 1
             if self.config.cache_size:
                 self._row_cache[sentence] = rows
                 if len(self._row_cache) > self.config.cache_size:
