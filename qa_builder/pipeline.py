@@ -258,8 +258,10 @@ def write_card(folder: Path, fmt: str, reports: Path, qa: QAConfig, rows: dict[s
     import pyarrow.parquet as pq
 
     source = {**load_source_info(fmt), "input": str(reports)}
-    write_data_card(folder, pq.read_table(folder / "qa.parquet"), rows["reports"], config=qa, source_info=source,
-                    accuracy=accuracy, rejects_count=rows["rejects"])
+    # Only the columns the statistics read: the question and evidence texts would triple the memory.
+    columns = ["report_id", "subject_id", "granularity", "question_type", "answer", "concept", "evidence", "split"]
+    write_data_card(folder, pq.read_table(folder / "qa.parquet", columns=columns), rows["reports"], config=qa,
+                    source_info=source, accuracy=accuracy, rejects_count=rows["rejects"])
 
 
 def _rebalance_qa(writers: TableWriters, qa: QAConfig) -> None:
