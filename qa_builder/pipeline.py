@@ -228,7 +228,7 @@ def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str 
                     consume(pending.popleft().get())
         progress.update(done, rejected, final=True)
         if config.qa.balance_yes_no:
-            _rebalance_qa(writers, config.qa)
+            writers.replace("qa", lambda table: balance_table(table, config.qa))
         writers.close()
         fmt = fmt or detect_format(reports)
         write_card(writers.stage, source or fmt, reports, config.qa, writers.rows)
@@ -262,15 +262,3 @@ def write_card(folder: Path, fmt: str, reports: Path, qa: QAConfig, rows: dict[s
     columns = ["report_id", "subject_id", "granularity", "question_type", "answer", "concept", "evidence", "split"]
     write_data_card(folder, pq.read_table(folder / "qa.parquet", columns=columns), rows["reports"], config=qa,
                     source_info=source, accuracy=accuracy, rejects_count=rows["rejects"])
-
-
-def _rebalance_qa(writers: TableWriters, qa: QAConfig) -> None:
-    import pyarrow.parquet as pq
-
-    writers.writers["qa"].close()
-    path = writers.stage / "qa.parquet"
-    table = balance_table(pq.read_table(path), qa)
-    writers.rows["qa"] = table.num_rows
-    w = pq.ParquetWriter(path, writers.schemas["qa"], compression="zstd", compression_level=3)
-    w.write_table(table)
-    writers.writers["qa"] = w

@@ -60,13 +60,21 @@ class TableWriters:
         shutil.rmtree(self.stage, ignore_errors=True)
         self.stage.mkdir(parents=True)
         self.schemas = schemas
-        # Fixed writer options so that the same rows give the same bytes.
-        self.writers = {
-            name: pq.ParquetWriter(self.stage / f"{name}.parquet", schema, compression="zstd",
-                                   compression_level=3, write_statistics=True, use_dictionary=True)
-            for name, schema in schemas.items()
-        }
+        self.writers = {name: self._open(name) for name in schemas}
         self.rows = {name: 0 for name in schemas}
+
+    def _open(self, name: str) -> pq.ParquetWriter:
+        # Fixed writer options so that the same rows give the same bytes.
+        return pq.ParquetWriter(self.stage / f"{name}.parquet", self.schemas[name], compression="zstd",
+                                compression_level=3, write_statistics=True, use_dictionary=True)
+
+    def replace(self, name: str, transform) -> None:
+        """Rewrite one staged table as `transform(table)` (a corpus-level pass, e.g. yes/no balancing)."""
+        self.writers[name].close()
+        table = transform(pq.read_table(self.stage / f"{name}.parquet"))
+        self.writers[name] = self._open(name)
+        self.writers[name].write_table(table)
+        self.rows[name] = table.num_rows
 
     def write(self, name: str, batch: pa.RecordBatch) -> None:
         if batch.num_rows:

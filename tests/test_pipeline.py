@@ -133,3 +133,21 @@ def test_cli_partial_bad_rows_still_succeed(tmp_path):
     assert reports == ["a", "b"]
     assert len(rejects) == 2  # every input row is in exactly one table
     assert any("duplicate" in r["reason"] for r in rejects)
+
+
+def test_balanced_build_rewrites_qa_consistently(tmp_path):
+    from collections import Counter
+
+    from qa_builder.qa.generate import QAConfig
+
+    src = write_csv(tmp_path / "in.csv", [(f"{r[0]}-{i}", f"p{i}", r[2]) for i in range(20) for r in REPORTS])
+    out = tmp_path / "out"
+    manifest = build(src, out, BuildConfig(workers=1, progress=False, qa=QAConfig(balance_yes_no=True)))
+    qa = pq.read_table(out / "qa.parquet")
+    assert manifest["rows"]["qa"] == qa.num_rows
+    counts = Counter((r["question_type"], r["concept"], r["answer"]) for r in qa.to_pylist()
+                     if r["question_type"] == "presence" and r["answer"] in ("yes", "no"))
+    assert counts  # the corpus has presence pairs left to check
+    for (qtype, concept, answer), n in counts.items():
+        # Ratio 1: no answer outnumbers the other of its group (a group with no minority keeps nothing).
+        assert n <= counts.get((qtype, concept, "no" if answer == "yes" else "yes"), 0), (concept, answer)
