@@ -22,13 +22,27 @@ _ORDER = {"chexpert": {n: i for i, n in enumerate(CHEXPERT_LABELS)},
 
 def report_labels(mentions: Iterable[Mapping], lexicon: Lexicon) -> list[tuple[str, str, int]]:
     """(scheme, label, value) rows for one report, in scheme then label-list order."""
-    targets = lexicon.label_targets
+    key = tuple([(m["concept"], m["certainty"]) for m in mentions if m["temporality"] == "current"])
+    cache = _CACHE.get(id(lexicon))
+    if cache is None or cache[0] is not lexicon:
+        cache = _CACHE[id(lexicon)] = (lexicon, {})
+    rows = cache[1].get(key)
+    if rows is None:
+        rows = _labels(key, lexicon.label_targets)
+        if len(cache[1]) < 50_000:  # label sets repeat a lot across reports; bound the memory anyway
+            cache[1][key] = rows
+    return list(rows)
+
+
+# id(lexicon) -> (lexicon, {(concept, certainty) of the current mentions: rows})
+_CACHE: dict[int, tuple[Lexicon, dict]] = {}
+
+
+def _labels(current: tuple[tuple[str, str], ...], targets: Mapping) -> tuple[tuple[str, str, int], ...]:
     best: dict[tuple[str, str], int] = {}  # (scheme, label) -> rank of the strongest certainty
-    for m in mentions:
-        if m["temporality"] != "current":
-            continue
-        rank = _RANK[m["certainty"]]
-        for key in targets.get(m["concept"], ()):
+    for concept, certainty in current:
+        rank = _RANK[certainty]
+        for key in targets.get(concept, ()):
             if best.get(key, -1) < rank:
                 best[key] = rank
     rows: list[tuple[str, str, int]] = []
@@ -38,7 +52,7 @@ def report_labels(mentions: Iterable[Mapping], lexicon: Lexicon) -> list[tuple[s
         values["No Finding"] = 0 if abnormal else 1
         order = _ORDER[scheme]
         rows.extend((scheme, label, values[label]) for label in sorted(values, key=order.__getitem__))
-    return rows
+    return tuple(rows)
 
 
 _RANK_VALUE = {0: 0, 1: -1, 2: 1}

@@ -139,6 +139,9 @@ def test_label_aggregation_positive_beats_uncertain_beats_negative(extractor):
     rows.append({"concept": "pleural_effusion", "certainty": "positive", "temporality": "current"})
     labels = {(s, label): v for s, label, v in report_labels(rows, lexicon)}
     assert labels[("chexpert", "Pleural Effusion")] == 1
+    # results are cached per set of mentions: a caller changing its list must not change the next answer
+    report_labels(rows, lexicon).clear()
+    assert {(s, label): v for s, label, v in report_labels(rows, lexicon)} == labels
 
 
 @pytest.mark.parametrize(
