@@ -31,6 +31,15 @@ LABELS_SCHEMA = pa.schema([
 REJECTS_SCHEMA = pa.schema([("source", pa.string()), ("report_id", pa.string()), ("reason", pa.string())])
 
 
+# Columns of long, mostly distinct text (per table). Not findings.sentence: sentences recur across
+# reports ("No pneumothorax."), and its dictionary pages make the file smaller.
+FREE_TEXT_COLUMNS = {
+    "reports": ("source", *SECTION_COLUMNS),
+    "qa": ("qa_id", "answer", "evidence_text"),
+    "rejects": ("source", "reason"),
+}
+
+
 def reports_schema(passthrough: list[str]) -> pa.Schema:
     fixed = ["report_id", "subject_id", "study_id", *SECTION_COLUMNS, "source"]
     extra = [c for c in passthrough if c not in fixed]
@@ -64,9 +73,13 @@ class TableWriters:
         self.rows = {name: 0 for name in schemas}
 
     def _open(self, name: str) -> pq.ParquetWriter:
-        # Fixed writer options so that the same rows give the same bytes.
-        return pq.ParquetWriter(self.stage / f"{name}.parquet", self.schemas[name], compression="zstd",
-                                compression_level=3, write_statistics=True, use_dictionary=True)
+        # Fixed writer options so that the same rows give the same bytes. Free-text columns (nearly
+        # every value distinct) skip dictionary encoding and min/max statistics: both cost write time
+        # and buy nothing there; ids and categorical columns keep them (filters on report_id or concept).
+        schema = self.schemas[name]
+        keyed = [f.name for f in schema if f.name not in FREE_TEXT_COLUMNS.get(name, ())]
+        return pq.ParquetWriter(self.stage / f"{name}.parquet", schema, compression="zstd", compression_level=3,
+                                write_statistics=keyed, use_dictionary=keyed)
 
     def replace(self, name: str, transform) -> None:
         """Rewrite one staged table as `transform(table)` (a corpus-level pass, e.g. yes/no balancing)."""
