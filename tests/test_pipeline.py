@@ -88,9 +88,27 @@ def test_byte_identical_across_runs_and_worker_counts(tmp_path):
     for workers, name in ((1, "a"), (2, "b"), (1, "c")):
         build(src, tmp_path / name, BuildConfig(workers=workers, batch_size=16, progress=False))
         outs.append(tmp_path / name)
-    for table in ("reports", "findings", "labels", "qa", "rejects"):
-        blobs = {(o / f"{table}.parquet").read_bytes() for o in outs}
-        assert len(blobs) == 1, table
+    for name in ("reports.parquet", "findings.parquet", "labels.parquet", "qa.parquet", "rejects.parquet",
+                 "stats.json", "data_card.md"):
+        blobs = {(o / name).read_bytes() for o in outs}
+        assert len(blobs) == 1, name
+
+
+def test_card_counted_in_batches_matches_the_written_table(tmp_path):
+    """The workers count the data card per batch; it must equal counting the final qa.parquet."""
+    from qa_builder.qa.card import compute_stats
+
+    # subjects recur across batches (p2 has two reports, every 5-report block repeats the subjects)
+    src = write_csv(tmp_path / "in.csv", [(f"{r[0]}-{i}", r[1], r[2]) for i in range(30) for r in REPORTS])
+    out = tmp_path / "out"
+    manifest = build(src, out, BuildConfig(workers=2, batch_size=7, progress=False))
+    stats = json.loads((out / "stats.json").read_text())
+    expected = compute_stats(pq.read_table(out / "qa.parquet"), manifest["rows"]["reports"],
+                             rejects_count=manifest["rows"]["rejects"], qa_parquet_path=out / "qa.parquet")
+    expected["config"] = stats["config"]
+    assert stats == json.loads(json.dumps(expected))
+    # p1-p3 (p4's report is empty, rejected): distinct across batches, not summed per batch
+    assert sum(v["subjects"] for v in stats["by_split"].values()) == 3
 
 
 def test_no_staging_left_behind(built):

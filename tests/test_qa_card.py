@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from qa_builder.qa.card import compute_stats, load_source_info, render_card, write_data_card
+from qa_builder.qa.card import (compute_stats, finish_stats, load_source_info, merge_partial_stats, partial_stats,
+                                render_card, write_data_card)
 from qa_builder.qa.generate import QAConfig, build_qa
 from qa_builder.qa.schema import write_qa_parquet
 
@@ -52,6 +53,17 @@ def test_compute_stats(corpus):
     json.dumps(stats)  # serialisable as is
     empty = compute_stats(corpus.slice(0, 0), reports_count=0)
     assert empty["pairs"] == 0 and empty["coverage"]["fine"] == 0.0
+
+
+def test_partial_stats_merged_over_report_blocks_equal_the_whole(corpus):
+    whole = compute_stats(corpus, reports_count=32)
+    ids = corpus.column("report_id").to_pylist()
+    cuts = [0] + [i for i in range(1, len(ids)) if ids[i] != ids[i - 1] and i % 5 == 0] + [len(ids)]
+    assert len(cuts) > 3
+    merged = partial_stats(corpus.slice(0, 0))
+    for a, b in zip(cuts, cuts[1:]):
+        merge_partial_stats(merged, partial_stats(corpus.slice(a, b - a)))
+    assert finish_stats(merged, reports_count=32) == whole
 
 
 def test_render_card_fills_every_placeholder(corpus):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import string
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,13 +31,151 @@ def _r(x: float) -> float:
     return round(float(x), 4)
 
 
-def _counts(table: pa.Table, keys: list[str]) -> list[tuple]:
-    """[(key values..., count)] sorted by key, nulls as None (group_by order is not guaranteed)."""
+_GRANULARITIES = ("coarse", "middle", "fine")
+
+
+def _value_counts(array) -> list[tuple]:
+    """[(value, count)] of one column (nulls as None)."""
+    vc = pc.value_counts(array)
+    return list(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+
+
+def _group_counts(table, keys: list[str]) -> list[tuple]:
     if table.num_rows == 0:
         return []
     agg = table.group_by(keys).aggregate([([], "count_all")])
-    cols = [agg.column(k).to_pylist() for k in keys] + [agg.column("count_all").to_pylist()]
-    return sorted(zip(*cols), key=lambda t: tuple("" if v is None else str(v) for v in t[:-1]))
+    return list(zip(*(agg.column(k).to_pylist() for k in keys), agg.column("count_all").to_pylist()))
+
+
+def partial_stats(qa: pa.Table | pa.RecordBatch) -> dict[str, Any]:
+    """Mergeable counts of some qa rows (plain Python values, picklable).
+
+    `qa-build` computes one per batch in its workers and merges them (`merge_partial_stats`), so
+    the card never re-reads qa.parquet. Exact only when all rows of a report are in one part
+    (report-level distinct counts are summed), which holds for qa-build's batches and for a whole table.
+    """
+    t = pa.Table.from_batches([qa]) if isinstance(qa, pa.RecordBatch) else qa
+    p: dict[str, Any] = {
+        "pairs": t.num_rows, "reports_with_pairs": 0, "reports_by_granularity": Counter(),
+        "by_granularity": Counter(), "by_question_type": Counter(), "split_pairs": Counter(),
+        "split_reports": Counter(), "split_subjects": {}, "by_concept": Counter(), "presence": Counter(),
+        "answer_words": Counter(), "fine_pairs": 0, "fine_with_evidence": 0, "fine_evidence_mentions": 0,
+    }
+    if t.num_rows == 0:
+        return p
+    p["reports_with_pairs"] = _distinct(t, "report_id")
+    p["by_granularity"].update(dict(_value_counts(t.column("granularity"))))
+    p["by_question_type"].update(dict(_value_counts(t.column("question_type"))))
+    for g in p["by_granularity"]:
+        p["reports_by_granularity"][g] = _distinct(t.filter(pc.equal(t.column("granularity"), g)), "report_id")
+    for split, count in _value_counts(t.column("split")):
+        sub = t.filter(pc.equal(t.column("split"), split))
+        p["split_pairs"][split] = count
+        p["split_reports"][split] = _distinct(sub, "report_id")
+        p["split_subjects"][split] = set(pc.unique(sub.column("subject_id").drop_null()).to_pylist())
+    words = pc.list_value_length(pc.utf8_split_whitespace(t.column("answer")))
+    p["answer_words"].update({(g, w): c for g, w, c in _group_counts(
+        pa.table({"g": t.column("granularity"), "w": words}), ["g", "w"])})
+    fine = t.filter(pc.equal(t.column("granularity"), "fine"))
+    if fine.num_rows:
+        p["by_concept"].update(dict(_value_counts(fine.column("concept").drop_null())))
+        presence = fine.filter(pc.equal(fine.column("question_type"), "presence"))
+        p["presence"].update({(c, a): k for c, a, k in _group_counts(presence, ["concept", "answer"])})
+        ev_len = pc.list_value_length(fine.column("evidence")).to_numpy(zero_copy_only=False)
+        p["fine_pairs"] = fine.num_rows
+        p["fine_with_evidence"] = int((ev_len > 0).sum())
+        p["fine_evidence_mentions"] = int(ev_len.sum())
+    return p
+
+
+def merge_partial_stats(into: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any]:
+    """Add `part` to `into` (both from partial_stats); returns `into`."""
+    for key, value in part.items():
+        if key == "split_subjects":
+            for split, subjects in value.items():
+                into[key].setdefault(split, set()).update(subjects)
+        elif isinstance(value, Counter):
+            into[key].update(value)
+        else:
+            into[key] += value
+    return into
+
+
+def _percentile(hist: list[tuple[int, int]], q: float) -> float:
+    """np.percentile(values, q) ('linear') from a sorted [(value, count)] histogram."""
+    n = sum(c for _, c in hist)
+    pos = q / 100 * (n - 1)
+    lo, frac = int(pos), pos - int(pos)
+
+    def kth(k: int) -> int:  # the k-th smallest value, 0-based
+        seen = 0
+        for value, count in hist:
+            seen += count
+            if k < seen:
+                return value
+        return hist[-1][0]
+
+    a = kth(lo)
+    return a + (kth(lo + 1) - a) * frac if frac else float(a)
+
+
+def finish_stats(p: Mapping[str, Any], reports_count: int, *, config: QAConfig | None = None,
+                 yes: str = "yes", no: str = "no", possibly: str = "possibly",
+                 qa_parquet_path: str | Path | None = None, rejects_count: int | None = None) -> dict[str, Any]:
+    """stats.json content from merged partial counts (see compute_stats for the arguments)."""
+    n = p["pairs"]
+    stats: dict[str, Any] = {"schema_version": QA_SCHEMA_VERSION, "reports": int(reports_count)}
+    if rejects_count is not None:
+        stats["rejects"] = int(rejects_count)
+    stats["pairs"] = n
+    stats["reports_with_pairs"] = p["reports_with_pairs"]
+    stats["pairs_per_report"] = _r(n / reports_count) if reports_count else 0.0
+    # share of reports with >= 1 pair of each granularity (fine: the headline coverage number)
+    stats["coverage"] = {g: _r(p["reports_by_granularity"].get(g, 0) / reports_count) if reports_count else 0.0
+                         for g in _GRANULARITIES}
+    stats["by_granularity"] = {g: p["by_granularity"].get(g, 0) for g in _GRANULARITIES}
+    by_type = p["by_question_type"]
+    order = [q for q in QUESTION_TYPES if q in by_type] + sorted(q for q in by_type if q not in QUESTION_TYPES)
+    stats["by_question_type"] = {q: by_type[q] for q in order}
+    split_rows = {s: {"pairs": 0, "reports": 0, "subjects": 0} for s in SPLITS}
+    for s in sorted(p["split_pairs"]):
+        split_rows[s] = {"pairs": p["split_pairs"][s], "reports": p["split_reports"][s],
+                         "subjects": len(p["split_subjects"].get(s, ()))}
+    stats["by_split"] = split_rows
+    stats["by_concept"] = {c: k for c, k in sorted(p["by_concept"].items(), key=lambda x: (-x[1], x[0]))}
+
+    balance: dict[str, dict[str, Any]] = {}
+    for (concept, answer), count in sorted(p["presence"].items(), key=lambda x: ("" if x[0][0] is None else x[0][0], x[0][1])):
+        b = balance.setdefault(concept, {"yes": 0, "no": 0, "possibly": 0})
+        key = "yes" if answer == yes else "no" if answer == no else "possibly" if answer == possibly else None
+        if key:
+            b[key] += count
+    for b in balance.values():
+        b["yes_share"] = _r(b["yes"] / (b["yes"] + b["no"])) if b["yes"] + b["no"] else None
+    stats["presence_balance"] = {c: balance[c] for c in sorted(
+        balance, key=lambda c: (-(balance[c]["yes"] + balance[c]["no"] + balance[c]["possibly"]), c))}
+
+    lengths: dict[str, Any] = {}
+    for g in _GRANULARITIES:
+        hist = sorted((w, c) for (gg, w), c in p["answer_words"].items() if gg == g)
+        if hist:
+            total = sum(c for _, c in hist)
+            mean = sum(w * c for w, c in hist) / total
+            lengths[g] = {"mean": _r(mean), "min": int(hist[0][0]), "p50": _r(_percentile(hist, 50)),
+                          "p90": _r(_percentile(hist, 90)), "p99": _r(_percentile(hist, 99)),
+                          "max": int(hist[-1][0])}
+    stats["answer_words"] = lengths
+
+    if p["fine_pairs"]:
+        stats["fine_evidence"] = {"with_evidence_share": _r(p["fine_with_evidence"] / p["fine_pairs"]),
+                                  "mean_mentions": _r(p["fine_evidence_mentions"] / p["fine_pairs"])}
+    if qa_parquet_path is not None and Path(qa_parquet_path).exists():
+        size = Path(qa_parquet_path).stat().st_size
+        stats["qa_parquet_bytes"] = size
+        stats["qa_parquet_bytes_per_1000_reports"] = int(round(size * 1000 / reports_count)) if reports_count else None
+    if config is not None:
+        stats["config"] = config.to_dict()
+    return stats
 
 
 def _distinct(table: pa.Table, column: str) -> int:
@@ -52,73 +191,8 @@ def compute_stats(qa_table: pa.Table, reports_count: int, *, config: QAConfig | 
     yes / no / possibly: the answer words of the template language (QAGenerator.yes ...).
     qa_parquet_path: when given, the file size is reported (bytes per 1,000 reports).
     """
-    t = qa_table
-    n = t.num_rows
-    fine = t.filter(pc.equal(t.column("granularity"), "fine")) if n else t
-    stats: dict[str, Any] = {"schema_version": QA_SCHEMA_VERSION, "reports": int(reports_count)}
-    if rejects_count is not None:
-        stats["rejects"] = int(rejects_count)
-    stats["pairs"] = n
-    stats["reports_with_pairs"] = _distinct(t, "report_id")
-    stats["pairs_per_report"] = _r(n / reports_count) if reports_count else 0.0
-    coverage = {}
-    for g in ("coarse", "middle", "fine"):
-        sub = t.filter(pc.equal(t.column("granularity"), g)) if n else t
-        coverage[g] = _r(_distinct(sub, "report_id") / reports_count) if reports_count else 0.0
-    # share of reports with >= 1 fine pair: the headline coverage number
-    stats["coverage"] = coverage
-
-    by_gran = dict((g, c) for g, c in _counts(t, ["granularity"]))
-    stats["by_granularity"] = {g: by_gran.get(g, 0) for g in ("coarse", "middle", "fine")}
-    by_type = dict(_counts(t, ["question_type"]))
-    order = [q for q in QUESTION_TYPES if q in by_type] + sorted(q for q in by_type if q not in QUESTION_TYPES)
-    stats["by_question_type"] = {q: by_type[q] for q in order}
-
-    split_rows = {s: {"pairs": 0, "reports": 0, "subjects": 0} for s in SPLITS}
-    if n:
-        agg = t.group_by("split").aggregate([([], "count_all"), ("report_id", "count_distinct"),
-                                             ("subject_id", "count_distinct")])
-        for s, c, r, p in zip(*(agg.column(k).to_pylist() for k in
-                                ("split", "count_all", "report_id_count_distinct", "subject_id_count_distinct"))):
-            split_rows[s] = {"pairs": c, "reports": r, "subjects": p}
-    stats["by_split"] = split_rows
-
-    by_concept = _counts(fine.filter(pc.is_valid(fine.column("concept"))) if fine.num_rows else fine, ["concept"])
-    stats["by_concept"] = {c: k for c, k in sorted(by_concept, key=lambda x: (-x[1], x[0]))}
-
-    presence = fine.filter(pc.equal(fine.column("question_type"), "presence")) if fine.num_rows else fine
-    balance: dict[str, dict[str, Any]] = {}
-    for concept, answer, count in _counts(presence, ["concept", "answer"]):
-        b = balance.setdefault(concept, {"yes": 0, "no": 0, "possibly": 0})
-        key = "yes" if answer == yes else "no" if answer == no else "possibly" if answer == possibly else None
-        if key:
-            b[key] += count
-    for b in balance.values():
-        b["yes_share"] = _r(b["yes"] / (b["yes"] + b["no"])) if b["yes"] + b["no"] else None
-    stats["presence_balance"] = {c: balance[c] for c in sorted(balance, key=lambda c: (-(balance[c]["yes"] + balance[c]["no"] + balance[c]["possibly"]), c))}
-
-    lengths: dict[str, Any] = {}
-    if n:
-        words = pc.list_value_length(pc.utf8_split_whitespace(t.column("answer"))).to_numpy(zero_copy_only=False)
-        gran = t.column("granularity").to_numpy(zero_copy_only=False)
-        for g in ("coarse", "middle", "fine"):
-            w = words[gran == g]
-            if len(w):
-                p50, p90, p99 = np.percentile(w, [50, 90, 99])
-                lengths[g] = {"mean": _r(w.mean()), "min": int(w.min()), "p50": _r(p50), "p90": _r(p90),
-                              "p99": _r(p99), "max": int(w.max())}
-    stats["answer_words"] = lengths
-
-    if fine.num_rows:
-        ev_len = pc.list_value_length(fine.column("evidence")).to_numpy(zero_copy_only=False)
-        stats["fine_evidence"] = {"with_evidence_share": _r((ev_len > 0).mean()), "mean_mentions": _r(ev_len.mean())}
-    if qa_parquet_path is not None and Path(qa_parquet_path).exists():
-        size = Path(qa_parquet_path).stat().st_size
-        stats["qa_parquet_bytes"] = size
-        stats["qa_parquet_bytes_per_1000_reports"] = int(round(size * 1000 / reports_count)) if reports_count else None
-    if config is not None:
-        stats["config"] = config.to_dict()
-    return stats
+    return finish_stats(partial_stats(qa_table), reports_count, config=config, yes=yes, no=no, possibly=possibly,
+                        qa_parquet_path=qa_parquet_path, rejects_count=rejects_count)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,17 +321,20 @@ def render_card(stats: Mapping[str, Any], template_path: str | Path | None = Non
     return string.Template(text).safe_substitute(fields)
 
 
-def write_data_card(out_dir: str | Path, qa_table: pa.Table, reports_count: int, *,
+def write_data_card(out_dir: str | Path, qa_table: pa.Table | Mapping[str, Any], reports_count: int, *,
                     config: QAConfig | None = None, source_info: Mapping[str, Any] | None = None,
                     accuracy: Mapping[str, Any] | None = None, template_path: str | Path | None = None,
                     rejects_count: int | None = None) -> dict[str, Any]:
-    """Write OUT/stats.json and OUT/data_card.md (call after OUT/qa.parquet is written); return stats."""
+    """Write OUT/stats.json and OUT/data_card.md (call after OUT/qa.parquet is written); return stats.
+
+    qa_table: the qa table, or its counts from partial_stats (merged over batches)."""
     from .generate import get_generator  # the answer words of the configured language
 
     out = Path(out_dir)
     gen = get_generator(config or QAConfig())
-    stats = compute_stats(qa_table, reports_count, config=config, yes=gen.yes, no=gen.no, possibly=gen.possibly,
-                          qa_parquet_path=out / "qa.parquet", rejects_count=rejects_count)
+    counts = qa_table if isinstance(qa_table, Mapping) else partial_stats(qa_table)
+    stats = finish_stats(counts, reports_count, config=config, yes=gen.yes, no=gen.no, possibly=gen.possibly,
+                         qa_parquet_path=out / "qa.parquet", rejects_count=rejects_count)
     if accuracy:
         stats["parser_accuracy"] = dict(accuracy)
     (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
