@@ -6,6 +6,7 @@
 Each setting runs `qa-build` as a subprocess on a CSV of N reports made by repeating the source with
 fresh ids. Repeated text makes the per-sentence cache very effective, so the table also shows the
 same run with the cache off (every sentence parsed from scratch), the honest lower bound.
+Each setting runs --repeat times; the table shows the fastest run and the highest peak memory.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=SAMPLE)
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     ap.add_argument("--no-uncached", action="store_true", help="skip the cache-off runs")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per setting; the fastest is shown (shared machines are noisy)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "reports.csv"
@@ -77,7 +80,9 @@ def main() -> None:
         print(f"{'workers':>7} {'cache':>8} {'wall s':>8} {'reports/s':>10} {'peak RSS MiB':>13} {'QA pairs/s':>11} {'cache hits':>11}")
         for workers in (int(w) for w in args.workers.split(",")):
             for cache in ((100_000,) if args.no_uncached else (100_000, 0)):
-                r = run(data, Path(tmp) / f"out-{workers}-{cache}", workers, cache)
+                runs = [run(data, Path(tmp) / f"out-{workers}-{cache}", workers, cache) for _ in range(args.repeat)]
+                r = min(runs, key=lambda x: x["wall"])
+                r["peak_mb"] = max(x["peak_mb"] for x in runs)
                 n = r["rows"]["reports"] + r["rows"]["rejects"]
                 hits = r["run"].get("sentence_cache_hits", 0)
                 print(f"{workers:>7} {cache:>8} {r['wall']:>8.2f} {n / r['wall']:>10,.0f} {r['peak_mb']:>13,.0f} "

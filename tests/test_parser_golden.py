@@ -174,3 +174,21 @@ def test_real_words_are_not_corrected(extractor):
     assert "pleural_effusion" not in found(extractor, "The left hemithorax is clear.")
     (m,) = extractor.extract("Small left effussion.")
     assert m.text == "effussion"  # offsets and text stay as written
+
+
+def test_parser_import_stays_lean_and_leaves_spacy_whole():
+    """qa-build's start-up skips torch and spacy.cli; both still import normally afterwards."""
+    code = (
+        "import sys, qa_builder.mentions\n"
+        "assert 'torch' not in sys.modules and 'spacy.cli' not in sys.modules, sorted(sys.modules)\n"
+        "import spacy\n"
+        "from spacy.cli import info\n"
+        "assert callable(info) and 'spacy.cli.info' in sys.modules\n"
+        "import torch\n"
+        "print('ok')\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
