@@ -64,19 +64,24 @@ def partial_stats(qa: pa.Table | pa.RecordBatch) -> dict[str, Any]:
     if t.num_rows == 0:
         return p
     p["reports_with_pairs"] = _distinct(t, "report_id")
-    p["by_granularity"].update(dict(_value_counts(t.column("granularity"))))
+    by_gran = t.group_by("granularity").aggregate([([], "count_all"), ("report_id", "count_distinct")])
+    for g, pairs, reports in zip(*(by_gran.column(k).to_pylist() for k in
+                                   ("granularity", "count_all", "report_id_count_distinct"))):
+        p["by_granularity"][g] = pairs
+        p["reports_by_granularity"][g] = reports
     p["by_question_type"].update(dict(_value_counts(t.column("question_type"))))
-    for g in p["by_granularity"]:
-        p["reports_by_granularity"][g] = _distinct(t.filter(pc.equal(t.column("granularity"), g)), "report_id")
-    for split, count in _value_counts(t.column("split")):
-        sub = t.filter(pc.equal(t.column("split"), split))
-        p["split_pairs"][split] = count
-        p["split_reports"][split] = _distinct(sub, "report_id")
-        p["split_subjects"][split] = set(pc.unique(sub.column("subject_id").drop_null()).to_pylist())
+    by_split = t.group_by("split").aggregate([([], "count_all"), ("report_id", "count_distinct"),
+                                              ("subject_id", "distinct")])
+    for split, pairs, reports, subjects in zip(*(by_split.column(k).to_pylist() for k in
+                                                 ("split", "count_all", "report_id_count_distinct",
+                                                  "subject_id_distinct"))):
+        p["split_pairs"][split] = pairs
+        p["split_reports"][split] = reports
+        p["split_subjects"][split] = {s for s in subjects if s is not None}
     words = pc.list_value_length(pc.utf8_split_whitespace(t.column("answer")))
     p["answer_words"].update({(g, w): c for g, w, c in _group_counts(
         pa.table({"g": t.column("granularity"), "w": words}), ["g", "w"])})
-    fine = t.filter(pc.equal(t.column("granularity"), "fine"))
+    fine = t.select(["question_type", "concept", "answer", "evidence"]).filter(pc.equal(t.column("granularity"), "fine"))
     if fine.num_rows:
         p["by_concept"].update(dict(_value_counts(fine.column("concept").drop_null())))
         presence = fine.filter(pc.equal(fine.column("question_type"), "presence"))
