@@ -44,6 +44,8 @@ def _import_spacy_lean():
 spacy = _import_spacy_lean()
 from negspacy.negation import Negex
 from spacy.matcher import PhraseMatcher
+from spacy.attrs import IS_ALPHA, LENGTH, LOWER
+from spacy.strings import hash_string
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
@@ -139,8 +141,8 @@ class MentionExtractor:
             self.context[kind] = _SentenceNegex(self.nlp, f"ctx_{kind}", termset, extension_name=f"ctx_{kind}")
             # A cue can only match where its first token occurs: skip the engine otherwise (most sentences).
             cues = termset["preceding_negations"] + termset["following_negations"]
-            self._cue_starts[kind] = frozenset(make(c)[0].lower_ for c in cues)
-        self._speller = _Speller(self._finding_words(), self._lexicon_words() | self.lexicon.real_words)
+            self._cue_starts[kind] = frozenset(make(c)[0].lower for c in cues)
+        self._speller = _Speller(self._finding_words(), self._lexicon_words() | self.lexicon.real_words, vocab.strings)
         self._cache: OrderedDict[str, tuple[Mention, ...]] = OrderedDict()
         self._row_cache: dict[str, tuple[dict, ...]] = {}  # insertion-ordered: oldest evicted first
         self.cache_hits = 0
@@ -213,18 +215,18 @@ class MentionExtractor:
         normals = self._normal_spans(doc, findings)
         if not findings and not normals:
             return []
-        doc.ents = sorted(findings, key=lambda s: s.start)
-        words = {t.lower_ for t in doc}
+        ents = sorted(findings, key=lambda s: s.start)
+        doc.ents = ents
+        words = set(doc.to_array(LOWER).tolist())  # hashes: no Python Token objects
         for kind, engine in self.context.items():
             if not words.isdisjoint(self._cue_starts[kind]):
-                engine(doc)
+                engine.negex_on(doc, ents)
 
         modifiers = [
             Modifier(*strings[mid].split("\t"), start=s, end=e)
             for mid, s, e in self.modifier_matcher(doc)
         ]
         modifiers += find_sizes(doc)
-        ents = list(doc.ents)
         attached = attach_modifiers(doc, [(e.start, e.end) for e in ents], modifiers)
 
         mentions: list[Mention] = []
@@ -303,8 +305,10 @@ class _Speller:
 
     MIN_LENGTH = 7
 
-    def __init__(self, targets: Counter, known: set[str]):
+    def __init__(self, targets: Counter, known: set[str], strings=None):
         self.known = frozenset(known)
+        # the same words as spaCy string hashes (what Doc.to_array gives)
+        self.known_hashes = frozenset(strings.add(w) if strings is not None else hash_string(w) for w in known)
         self.counts = targets
         self.index: dict[str, set[str]] = {}
         for w in targets:
@@ -329,12 +333,17 @@ class _Speller:
         return found[0]
 
     def correct(self, doc: Doc) -> None:
-        for token in doc:
-            low = token.lower_
-            if len(low) >= self.MIN_LENGTH and low not in self.known and low.isalpha():
-                fix = self.suggest(low)
-                if fix:
-                    token.norm_ = fix
+        # Token attributes as one array: most sentences have no long unknown word, and this finds
+        # that without creating a Python Token per word.
+        rows = doc.to_array([LENGTH, IS_ALPHA, LOWER]).tolist()
+        for i, (length, alpha, low_hash) in enumerate(rows):
+            if length >= self.MIN_LENGTH and alpha and low_hash not in self.known_hashes:
+                token = doc[i]
+                low = token.lower_
+                if low not in self.known:
+                    fix = self.suggest(low)
+                    if fix:
+                        token.norm_ = fix
 
 
 def _inflection(a: str, b: str) -> bool:
@@ -361,6 +370,20 @@ class _SentenceNegex(Negex):
     def termination_boundaries(self, doc: Doc, terminating):
         starts = sorted({0, len(doc), *(t[1] for t in terminating)})
         return list(zip(starts, starts[1:]))
+
+    def negex_on(self, doc: Doc, ents: list[Span]) -> None:
+        """`Negex.negex(doc)` given the doc's entities: the same rule (an entity is flagged by a
+        preceding cue before it or a following cue after it, within its termination-bounded
+        stretch), without re-reading `doc.ents`, which walks every token, once per stretch."""
+        preceding, following, terminating = self.process_negations(doc)
+        for lo, hi in self.termination_boundaries(doc, terminating):
+            sub_preceding = [m for m in preceding if lo <= m[1] < hi]
+            sub_following = [m for m in following if lo <= m[1] < hi]
+            if not (sub_preceding or sub_following or self.chunk_prefix):
+                continue  # nothing in this stretch can flag an entity
+            for ent in ents:
+                if lo <= ent.start and ent.end <= hi:
+                    self._apply_negation(ent, sub_preceding, sub_following)
 
 
 _EXTRACTOR: MentionExtractor | None = None
