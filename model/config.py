@@ -55,6 +55,11 @@ class ModelConfig:
     # collapses every embedding to one point)
     queue_warmup_steps: int = 0  # queues fill from step 0 but serve as negatives only after this many steps
     lm_weights: tuple = (9.0, 3.0, 1.0)  # coarse / middle / fine LM loss weights
+    negatives: str = "report"  # which other rows are not contrastive negatives: "report" = those with the
+    # identical report text (the paper); "labels" = also those whose report has the same positive CheXpert
+    # label set (labels.parquet; rows without labels fall back to "report"). Small corpora where many
+    # studies share their findings in different words (the phantom: a third are normal) otherwise push
+    # apart images the report cannot tell apart.
     attn_implementation: str = "sdpa"  # for transformers backbones: sdpa | eager | flash_attention_2
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .augment import augment
 from .checkpoint import find_checkpoint, load_checkpoint, load_config_from, save_checkpoint
 from .config import QFTConfig
-from .data.dataset import Collate, Corpus, StepSampler, StudyDataset, build_corpus
+from .data.dataset import Collate, Corpus, StepSampler, StudyDataset, build_corpus, report_key
 from .data.tables import load_label_sets
 from .data.tokenizer import TextTokenizer
 from .qft import QFT, cosine_lr, param_count
@@ -145,11 +145,13 @@ def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, de
     ds, collate = StudyDataset(corpus, data_cfg), Collate(corpus.tokenizer.pad_id)
     imgs, txts, keys = [], [], []
     for lo in range(0, len(indices), batch_size):
-        b = to_device(collate([ds[(int(i), 0)] for i in indices[lo:lo + batch_size]]), device)
+        items = [ds[(int(i), 0)] for i in indices[lo:lo + batch_size]]
+        b = to_device(collate(items), device)
         with autocast():
             imgs.append(model.encode_image(b["image0"], b["image1"]).embedding.float())
             txts.append(model.encode_text(b["report"], b["report_mask"]).float())
-        keys.append(b["report_key"])
+        # exact-text keys even when training keys studies by label set (ModelConfig.negatives)
+        keys.append(torch.tensor([report_key(x["report"]) for x in items], device=device))
     sim = torch.cat(imgs) @ torch.cat(txts).t()  # (n images, n reports)
     key = torch.cat(keys)
     same = (key[:, None] == key[None, :]).float()  # (n, n) identical report text
@@ -223,6 +225,12 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     train_idx, held_idx = holdout(corpus, tc.seed)
     eval_idx = held_idx[: tc.eval_studies]
     eval_labels = load_label_sets(data)  # optional: label-aware retrieval next to the exact one
+    if cfg.model.negatives == "labels":
+        n = corpus.use_label_keys(eval_labels)
+        log.info("contrastive negatives: studies with the same positive CheXpert labels are not negatives "
+                 "(%d of %d studies labelled)", n, len(corpus.studies))
+    elif cfg.model.negatives != "report":
+        raise ValueError(f"model.negatives must be 'report' or 'labels', not {cfg.model.negatives!r}")
 
     # ---- model + optimiser ------------------------------------------------------------------------
     model = QFT(cfg.model, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id).to(dev)

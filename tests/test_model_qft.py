@@ -11,7 +11,9 @@ V, PAD, BOS, EOS = 120, 0, 5, 6
 
 
 def tiny(**over):
-    return load_config("tiny", micro(64, **{"model.queue_size": 12, "model.queue_warmup_steps": 0, **over}))
+    # the paper's contrastive set-up (momentum keys + queue), which the CPU demo config turns off
+    return load_config("tiny", micro(64, **{"model.queue_size": 12, "model.momentum": 0.95,
+                                            "model.queue_warmup_steps": 0, **over}))
 
 
 def batch(B=8, S=32, seed=0):

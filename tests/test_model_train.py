@@ -17,7 +17,8 @@ from model_shapes import micro
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = micro(128, **{
-    "model.queue_size": 10, "model.queue_warmup_steps": 2, "data.vocab_size": 300, "data.workers": 0,
+    "model.queue_size": 10, "model.momentum": 0.95, "model.queue_warmup_steps": 2, "data.vocab_size": 300,
+    "data.workers": 0,
     "train.batch_size": 4, "train.steps": 6, "train.warmup_steps": 2, "train.log_every": 1,
     "train.eval_every": 0, "train.save_every": 0, "train.eval_studies": 8})
 
@@ -146,3 +147,14 @@ def test_retrieval_eval_label_aware_metric(tmp_path):
     assert r["n"] == len(rids) and abs(r["label_chance"] - 0.5) < 0.1  # two label sets, half each
     assert r["i2t_label_top1"] >= r["i2t_top1"] and r["t2i_label_top1"] >= r["t2i_top1"]
     assert "label_chance" not in retrieval_eval(model, c, cfg.data, np.arange(4), torch.device("cpu"), 4)
+    # negatives = "labels": studies key by their positive label set; the exact metric still keys by text
+    exact = retrieval_eval(model, c, cfg.data, np.arange(len(rids)), torch.device("cpu"), 4)
+    del labels[rids[2]]  # a study without labels keeps its report-text key
+    assert c.use_label_keys(labels) == len(rids) - 1
+    assert c.keys[0] == c.keys[4] and c.keys[1] == c.keys[3] and c.keys[0] != c.keys[1]
+    assert c.keys[2] not in (c.keys[0], c.keys[1])
+    from model.data.dataset import Collate, StudyDataset
+    ds = StudyDataset(c, cfg.data)
+    batch = Collate(c.tokenizer.pad_id)([ds[(i, 0)] for i in range(6)])
+    assert batch["report_key"].tolist() == c.keys[:6].tolist()
+    assert retrieval_eval(model, c, cfg.data, np.arange(len(rids)), torch.device("cpu"), 4) == exact

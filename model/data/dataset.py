@@ -55,6 +55,22 @@ class Corpus:
     qa_q: dict[str, Ragged]  # granularity -> question tokens of every pair
     qa_a: dict[str, Ragged]  # granularity -> answer tokens
     qa_span: dict[str, np.ndarray]  # granularity -> (n, 2) [start, end) of each study's pairs
+    # (n,) contrastive key per study (equal keys: not each other's negatives); None: hash of the report tokens
+    keys: np.ndarray | None = None
+
+    def use_label_keys(self, label_sets: dict[str, frozenset[str]]) -> int:
+        """Key studies by their positive label set where labels.parquet has them (ModelConfig.negatives =
+        "labels"); the others keep their report-text key. Returns how many studies got a label key."""
+        keys, n = [], 0
+        for i, s in enumerate(self.studies):
+            labels = label_sets.get(s.report_id)
+            if labels is None:
+                keys.append(report_key(np.concatenate([[self.tokenizer.cls_id], self.reports[i], [self.tokenizer.sep_id]])))
+            else:
+                keys.append(label_key(labels))
+                n += 1
+        self.keys = np.array(keys, np.int64)
+        return n
 
     def split_indices(self, splits: tuple[str, ...]) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.studies) if s.split in splits], np.int64)
@@ -165,6 +181,8 @@ class StudyDataset(torch.utils.data.Dataset):
         img1 = c.cache[c.view1[i]] if c.view1[i] >= 0 else img0
         out = {"image0": np.array(img0), "image1": np.array(img1), "two_views": c.view1[i] >= 0,
                "report": np.concatenate([[tok.cls_id], c.reports[i], [tok.sep_id]]).astype(np.int64)}
+        if c.keys is not None:
+            out["key"] = int(c.keys[i])
         for g in GRANULARITIES:
             start, end = c.qa_span[g][i]
             if end > start:
@@ -184,6 +202,12 @@ def report_key(ids: np.ndarray) -> int:
     """A stable non-negative int63 key of a token sequence (equal reports -> equal keys)."""
     return int.from_bytes(hashlib.blake2b(np.ascontiguousarray(ids, np.int64).tobytes(), digest_size=8).digest(),
                           "little") >> 1
+
+
+def label_key(labels: frozenset[str]) -> int:
+    """Key of a positive label set, from a different hash space than report_key (a '#' prefix)."""
+    text = "#" + "|".join(sorted(labels))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
 
 def _pad(seqs: list[np.ndarray], value: int) -> torch.Tensor:
@@ -206,7 +230,8 @@ class Collate:
              "two_views": torch.tensor([bool(x["two_views"]) for x in items]),
              "report": _pad([x["report"] for x in items], self.pad_id)}
         b["report_mask"] = (_pad([np.ones(len(x["report"])) for x in items], 0) > 0).long()
-        b["report_key"] = torch.tensor([report_key(x["report"]) for x in items], dtype=torch.long)
+        b["report_key"] = torch.tensor([x["key"] if "key" in x else report_key(x["report"]) for x in items],
+                                       dtype=torch.long)
         for g in GRANULARITIES:
             b[g] = _pad([x[g] for x in items], self.pad_id)
             b[g + "_mask"] = (_pad([np.ones(len(x[g])) for x in items], 0) > 0).long()
