@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if r:
             print(f"held-out image-report retrieval top-1: image->report {r['i2t_top1']:.3f}, "
                   f"report->image {r['t2i_top1']:.3f} over {r['n']} studies (chance {r['chance']:.3f})")
+            if "label_chance" in r:  # same positive CheXpert labels: what an image can actually show
+                print(f"held-out label-aware retrieval top-1: image->report {r['i2t_label_top1']:.3f}, "
+                      f"report->image {r['t2i_label_top1']:.3f} (chance {r['label_chance']:.3f})")
         print(f"checkpoint: {summary['checkpoint']}")
         return 0
     except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
