@@ -23,19 +23,17 @@ _ORDER = {"chexpert": {n: i for i, n in enumerate(CHEXPERT_LABELS)},
 def report_labels(mentions: Iterable[Mapping], lexicon: Lexicon) -> list[tuple[str, str, int]]:
     """(scheme, label, value) rows for one report, in scheme then label-list order."""
     key = tuple([(m["concept"], m["certainty"]) for m in mentions if m["temporality"] == "current"])
-    cache = _CACHE.get(id(lexicon))
-    if cache is None or cache[0] is not lexicon:
-        cache = _CACHE[id(lexicon)] = (lexicon, {})
-    rows = cache[1].get(key)
+    cache = _CACHE.setdefault(lexicon.digest, {})  # keyed like Lexicon.label_targets
+    rows = cache.get(key)
     if rows is None:
         rows = _labels(key, lexicon.label_targets)
-        if len(cache[1]) < 50_000:  # label sets repeat a lot across reports; bound the memory anyway
-            cache[1][key] = rows
+        if len(cache) < 50_000:  # label sets repeat a lot across reports; bound the memory anyway
+            cache[key] = rows
     return list(rows)
 
 
-# id(lexicon) -> (lexicon, {(concept, certainty) of the current mentions: rows})
-_CACHE: dict[int, tuple[Lexicon, dict]] = {}
+# lexicon digest -> {(concept, certainty) of a report's current mentions: its label rows}
+_CACHE: dict[str, dict[tuple, tuple[tuple[str, str, int], ...]]] = {}
 
 
 def _labels(current: tuple[tuple[str, str], ...], targets: Mapping) -> tuple[tuple[str, str, int], ...]:

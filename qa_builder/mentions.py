@@ -142,7 +142,7 @@ class MentionExtractor:
             # A cue can only match where its first token occurs: skip the engine otherwise (most sentences).
             cues = termset["preceding_negations"] + termset["following_negations"]
             self._cue_starts[kind] = frozenset(make(c)[0].lower for c in cues)
-        self._speller = _Speller(self._finding_words(), self._lexicon_words() | self.lexicon.real_words, vocab.strings)
+        self._speller = _Speller(self._finding_words(), self._lexicon_words() | self.lexicon.real_words)
         self._cache: OrderedDict[str, tuple[Mention, ...]] = OrderedDict()
         self._row_cache: dict[str, tuple[dict, ...]] = {}  # insertion-ordered: oldest evicted first
         self.cache_hits = 0
@@ -305,10 +305,8 @@ class _Speller:
 
     MIN_LENGTH = 7
 
-    def __init__(self, targets: Counter, known: set[str], strings=None):
-        self.known = frozenset(known)
-        # the same words as spaCy string hashes (what Doc.to_array gives)
-        self.known_hashes = frozenset(strings.add(w) if strings is not None else hash_string(w) for w in known)
+    def __init__(self, targets: Counter, known: set[str]):
+        self.known_hashes = frozenset(map(hash_string, known))  # as Doc.to_array(LOWER) gives them
         self.counts = targets
         self.index: dict[str, set[str]] = {}
         for w in targets:
@@ -339,11 +337,9 @@ class _Speller:
         for i, (length, alpha, low_hash) in enumerate(rows):
             if length >= self.MIN_LENGTH and alpha and low_hash not in self.known_hashes:
                 token = doc[i]
-                low = token.lower_
-                if low not in self.known:
-                    fix = self.suggest(low)
-                    if fix:
-                        token.norm_ = fix
+                fix = self.suggest(token.lower_)
+                if fix:
+                    token.norm_ = fix
 
 
 def _inflection(a: str, b: str) -> bool:

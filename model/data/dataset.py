@@ -61,16 +61,10 @@ class Corpus:
     def use_label_keys(self, label_sets: dict[str, frozenset[str]]) -> int:
         """Key studies by their positive label set where labels.parquet has them (ModelConfig.negatives =
         "labels"); the others keep their report-text key. Returns how many studies got a label key."""
-        keys, n = [], 0
-        for i, s in enumerate(self.studies):
-            labels = label_sets.get(s.report_id)
-            if labels is None:
-                keys.append(report_key(np.concatenate([[self.tokenizer.cls_id], self.reports[i], [self.tokenizer.sep_id]])))
-            else:
-                keys.append(label_key(labels))
-                n += 1
-        self.keys = np.array(keys, np.int64)
-        return n
+        sets = [label_sets.get(s.report_id) for s in self.studies]
+        self.keys = np.array([report_key(self.reports[i]) if labels is None else label_key(labels)
+                              for i, labels in enumerate(sets)], np.int64)
+        return sum(labels is not None for labels in sets)
 
     def split_indices(self, splits: tuple[str, ...]) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.studies) if s.split in splits], np.int64)
