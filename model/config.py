@@ -62,6 +62,10 @@ class ModelConfig:
     # apart images the report cannot tell apart.
     attn_implementation: str = "sdpa"  # for transformers backbones: sdpa | eager | flash_attention_2
 
+    def __post_init__(self):  # fail at load, not after the image cache is built
+        if self.negatives not in ("report", "labels"):
+            raise ValueError(f"model.negatives must be 'report' or 'labels', not {self.negatives!r}")
+
 
 @dataclass
 class DataConfig:

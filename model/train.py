@@ -229,8 +229,6 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
         n = corpus.use_label_keys(eval_labels)
         log.info("contrastive negatives: studies with the same positive CheXpert labels are not negatives "
                  "(%d of %d studies labelled)", n, len(corpus.studies))
-    elif cfg.model.negatives != "report":
-        raise ValueError(f"model.negatives must be 'report' or 'labels', not {cfg.model.negatives!r}")
 
     # ---- model + optimiser ------------------------------------------------------------------------
     model = QFT(cfg.model, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id).to(dev)

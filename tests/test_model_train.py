@@ -103,6 +103,13 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert r.returncode == 2
     err = [line for line in r.stderr.splitlines() if "error" in line]
     assert len(err) == 1 and "reports.parquet: not found" in err[0]
+    # a bad config value is refused when the config loads, before any data is read
+    r = subprocess.run([sys.executable, "-m", "model.cli", "pretrain", "--data", str(tmp_path / "nope"),
+                        "--images", str(tmp_path), "--out", str(tmp_path / "run"),
+                        "--set", 'model.negatives="text"'], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    err = [line for line in r.stderr.splitlines() if "error" in line]
+    assert r.returncode == 2 and len(err) == 1 and "model.negatives must be" in err[0], r.stderr[-500:]
 
 
 def test_cli_synth_prepare_and_yaml_config(tmp_path, capsys):
