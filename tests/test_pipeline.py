@@ -115,6 +115,55 @@ def test_no_staging_left_behind(built):
     assert not [p for p in built.iterdir() if p.name.startswith(".partial")]
 
 
+def test_worker_scratch_files_removed_after_success_and_failure(tmp_path, monkeypatch):
+    """Workers hand batches over as Arrow files in a scratch folder: none may outlive the run."""
+    import qa_builder.pipeline as pipeline
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(pipeline, "_spill_root", lambda: str(scratch))
+    src = write_csv(tmp_path / "in.csv", [(f"{r[0]}-{i}", *r[1:]) for i in range(20) for r in REPORTS])
+    manifest = build(src, tmp_path / "out", BuildConfig(workers=2, batch_size=8, progress=False))
+    assert manifest["rows"]["reports"] == 80 and list(scratch.iterdir()) == []
+
+    calls = []
+    real_write = pipeline.TableWriters.write
+
+    def failing_write(self, name, batch):  # the parent fails while batches are still in flight
+        calls.append(name)
+        if len(calls) > 12:
+            raise RuntimeError("disk full")
+        real_write(self, name, batch)
+
+    monkeypatch.setattr(pipeline.TableWriters, "write", failing_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build(src, tmp_path / "out2", BuildConfig(workers=2, batch_size=8, progress=False))
+    assert list(scratch.iterdir()) == []
+    assert not (tmp_path / "out2" / "qa.parquet").exists()
+
+
+def test_cli_loads_pyarrow_without_importing_pandas():
+    """qa-build skips pyarrow's pandas probes; pandas still works afterwards in the same process."""
+    pytest.importorskip("pandas")
+    code = (
+        "import sys\n"
+        "from qa_builder.cli import _load_pyarrow_without_pandas\n"
+        "_load_pyarrow_without_pandas()\n"
+        "import pyarrow as pa\n"
+        "t = pa.table({'g': ['a', 'b', 'a'], 'r': ['1', '1', '2']})\n"
+        "agg = t.group_by('g').aggregate([('r', 'count_distinct')]).sort_by('g')\n"
+        "assert agg.column('r_count_distinct').to_pylist() == [2, 1]\n"
+        "assert 'pandas' not in sys.modules\n"
+        "df = t.to_pandas()\n"
+        "import pandas as pd\n"
+        "assert isinstance(df, pd.DataFrame) and pa.Table.from_pandas(df).num_rows == 3\n"
+        "assert pa.array(pd.Series([1, 2])).to_pylist() == [1, 2]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def put(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path

@@ -47,6 +47,20 @@ def _group_counts(table, keys: list[str]) -> list[tuple]:
     return list(zip(*(agg.column(k).to_pylist() for k in keys), agg.column("count_all").to_pylist()))
 
 
+# The qa columns the statistics read.
+STATS_COLUMNS = ("report_id", "subject_id", "granularity", "question_type", "answer", "concept", "evidence", "split")
+
+
+def empty_partial_stats() -> dict[str, Any]:
+    """partial_stats of no rows: the start of a merge."""
+    return {
+        "pairs": 0, "reports_with_pairs": 0, "reports_by_granularity": Counter(),
+        "by_granularity": Counter(), "by_question_type": Counter(), "split_pairs": Counter(),
+        "split_reports": Counter(), "split_subjects": {}, "by_concept": Counter(), "presence": Counter(),
+        "answer_words": Counter(), "fine_pairs": 0, "fine_with_evidence": 0, "fine_evidence_mentions": 0,
+    }
+
+
 def partial_stats(qa: pa.Table | pa.RecordBatch) -> dict[str, Any]:
     """Mergeable counts of some qa rows (plain Python values, picklable).
 
@@ -55,14 +69,10 @@ def partial_stats(qa: pa.Table | pa.RecordBatch) -> dict[str, Any]:
     (report-level distinct counts are summed), which holds for qa-build's batches and for a whole table.
     """
     t = pa.Table.from_batches([qa]) if isinstance(qa, pa.RecordBatch) else qa
-    p: dict[str, Any] = {
-        "pairs": t.num_rows, "reports_with_pairs": 0, "reports_by_granularity": Counter(),
-        "by_granularity": Counter(), "by_question_type": Counter(), "split_pairs": Counter(),
-        "split_reports": Counter(), "split_subjects": {}, "by_concept": Counter(), "presence": Counter(),
-        "answer_words": Counter(), "fine_pairs": 0, "fine_with_evidence": 0, "fine_evidence_mentions": 0,
-    }
+    p = empty_partial_stats()
     if t.num_rows == 0:
         return p
+    p["pairs"] = t.num_rows
     p["reports_with_pairs"] = _distinct(t, "report_id")
     by_gran = t.group_by("granularity").aggregate([([], "count_all"), ("report_id", "count_distinct")])
     for g, pairs, reports in zip(*(by_gran.column(k).to_pylist() for k in
