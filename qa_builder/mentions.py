@@ -118,6 +118,9 @@ class MentionExtractor:
                 self.predicate_matcher.add(f"S{g}", [make(t) for t in pred.subjects])
                 self.predicate_matcher.add(f"P{g}", [make(t) for t in pred.predicates])
         self._filler = frozenset(_PREDICATE_FILLER)
+        # (matched text, location) -> the concept that claims such a mention ("lesion" + rib -> bone_lesion)
+        self._claims = {(term, location): concept.name for concept in self.lexicon.concepts.values()
+                        for claim in concept.claims for term in claim.terms for location in claim.locations}
 
         self.modifier_matcher = PhraseMatcher(vocab, attr="NORM")
         for group, values in self.lexicon.modifiers.items():
@@ -242,6 +245,8 @@ class MentionExtractor:
             if (self.config.nodule_to_mass_by_size and mention.concept == "lung_nodule"
                     and (size_in_mm(mention.size) or 0) >= MASS_MIN_MM):
                 mention.concept = "lung_mass"
+            if mention.location is not None and self._claims:
+                mention.concept = self._claims.get((mention.text.lower(), mention.location), mention.concept)
             mentions.append(mention)
         mentions.extend(normals)
         mentions.sort(key=lambda m: (m.start, m.end, m.concept))

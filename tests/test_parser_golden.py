@@ -111,6 +111,34 @@ def test_nodule_of_three_cm_is_a_mass():
     assert m.concept == "lung_nodule"
 
 
+@pytest.mark.parametrize(
+    "sentence, concept",
+    [
+        ("Expansile lesion of the right posterior 9th rib represents sequelae of known myeloma.", "bone_lesion"),
+        ("There is a lesion in the right 5th rib.", "bone_lesion"),
+        ("Lytic lesions in the thoracic spine.", "bone_lesion"),
+        ("These bony lesions may be secondary to myeloma.", "bone_lesion"),
+        ("A 1 cm lesion in the right upper lobe.", "lung_nodule"),  # a lesion in a lung stays a lung lesion
+        ("No focal lesion.", "lung_nodule"),
+    ],
+)
+def test_a_generic_lesion_located_in_a_bone_is_a_bone_lesion(extractor, sentence, concept):
+    assert [m.concept for m in extractor.extract(sentence)] == [concept]
+
+
+def test_claims_must_name_known_locations(tmp_path):
+    import shutil
+
+    from qa_builder.lexicon import LEXICON_DIR, LexiconError, load_lexicon
+
+    for name in ("findings.yaml", "modifiers.yaml", "context.yaml"):
+        shutil.copy(LEXICON_DIR / name, tmp_path / name)
+    text = (tmp_path / "findings.yaml").read_text()
+    (tmp_path / "findings.yaml").write_text(text.replace("locations: [rib, clavicle,", "locations: [ribz, clavicle,"))
+    with pytest.raises(LexiconError, match=r"bone_lesion\.claims: unknown locations \['ribz'\]"):
+        load_lexicon(tmp_path)
+
+
 def test_scheme_conventions(extractor):
     """An enlarged cardiac silhouette alone is CheXpert Cardiomegaly but not ChestX-ray14 Cardiomegaly."""
     lexicon = extractor.lexicon

@@ -47,6 +47,13 @@ class Concept:
     region: str                  # anatomical region (middle-granularity QA)
     terms: tuple[str, ...]       # lower-cased phrases incl. generated plurals
     predicates: tuple[Predicate, ...]
+    claims: tuple[Claim, ...] = ()  # generic terms that name this concept when located in its organ
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    terms: tuple[str, ...]       # matched text (lower-cased) of another concept's mention, e.g. "lesion"
+    locations: tuple[str, ...]   # canonical location values (modifiers.yaml) that make it this concept
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +131,24 @@ def load_lexicon(directory: Path | str | None = None) -> Lexicon:
             Predicate(_phrases(p.get("subjects"), f"{where}.predicates"), _phrases(p.get("predicates"), f"{where}.predicates"))
             for p in spec.get("predicates") or ()
         )
+        claims = []
+        for c in spec.get("claims") or ():
+            claim_terms = list(_phrases(c.get("terms"), f"{where}.claims"))
+            claim_terms += [p for p in map(_plural, claim_terms) if p]
+            claims.append(Claim(tuple(dict.fromkeys(claim_terms)), _phrases(c.get("locations"), f"{where}.claims")))
         concepts[name] = Concept(name, spec.get("chexpert"), spec.get("chestxray14"), spec.get("region", "other"),
-                                 tuple(dict.fromkeys(terms)), predicates)
+                                 tuple(dict.fromkeys(terms)), predicates, tuple(claims))
 
     groups = {
         group: {value: _phrases(phrases, f"modifiers.yaml:{group}.{value}") for value, phrases in values.items()}
         for group, values in (modifiers or {}).items()
     }
+    for concept in concepts.values():
+        for claim in concept.claims:
+            unknown = [loc for loc in claim.locations if loc not in groups.get("location", {})]
+            if unknown:
+                raise LexiconError(f"findings.yaml:{concept.name}.claims: unknown locations {unknown} "
+                                   "(not values of modifiers.yaml's location group)")
     termsets = {}
     for kind in CONTEXT_KINDS:
         block = context.get(kind) or {}
