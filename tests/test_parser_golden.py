@@ -45,6 +45,8 @@ def found(extractor, sentence: str) -> dict[str, str]:
         ("Stable left basilar atelectasis versus scarring.", {"atelectasis": "positive", "scarring": "positive"}),
         ("Right basilar opacity may represent pneumonia.", {"lung_opacity": "positive", "pneumonia": "uncertain"}),
         ("Findings suggestive of emphysema.", {"emphysema": "uncertain"}),
+        # "most suggestive of" leans present although it contains "suggestive of"
+        ("Bibasilar opacities most suggestive of pulmonary edema.", {"lung_opacity": "positive", "pulmonary_edema": "positive"}),
         ("Mild cardiomegaly, unchanged.", {"cardiomegaly": "positive"}),
         ("Heart size is upper limits of normal.", {"borderline_heart_size": "positive"}),
         ("Borderline heart size.", {"cardiomegaly": "positive"}),
