@@ -207,8 +207,13 @@ def _spill_batch(items: list[RawReport | Reject]) -> dict:
     for name, batch in list(result.items()):
         if isinstance(batch, pa.RecordBatch):
             path = os.path.join(folder, f"{os.getpid()}-{n}-{name}.arrow")
-            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
-                writer.write_batch(batch)
+            try:
+                with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+                    writer.write_batch(batch)
+            except OSError:  # scratch space full or gone: send this table through the pipe instead
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                continue
             result[name] = Spilled(path, batch.num_rows)
     return result
 

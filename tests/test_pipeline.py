@@ -142,6 +142,21 @@ def test_worker_scratch_files_removed_after_success_and_failure(tmp_path, monkey
     assert not (tmp_path / "out2" / "qa.parquet").exists()
 
 
+def test_full_scratch_space_falls_back_to_the_pipe(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    src = write_csv(tmp_path / "in.csv", [(f"{r[0]}-{i}", *r[1:]) for i in range(20) for r in REPORTS])
+    build(src, tmp_path / "a", BuildConfig(workers=1, batch_size=8, progress=False))
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pa, "OSFile", no_space)  # the forked workers inherit it
+    build(src, tmp_path / "b", BuildConfig(workers=2, batch_size=8, progress=False))
+    for name in ("reports.parquet", "findings.parquet", "labels.parquet", "qa.parquet", "stats.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
 def test_cli_loads_pyarrow_without_importing_pandas():
     """qa-build skips pyarrow's pandas probes; pandas still works afterwards in the same process."""
     pytest.importorskip("pandas")
