@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fresh_python import run_fresh
 from qa_builder.labels import report_labels
 from qa_builder.mentions import MentionExtractor, ParserConfig
 from qa_builder.sentences import split_sentences
@@ -217,8 +218,4 @@ def test_parser_import_stays_lean_and_leaves_spacy_whole():
         "import torch\n"
         "print('ok')\n"
     )
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    run_fresh(code)

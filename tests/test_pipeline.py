@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from fresh_python import run_fresh
 from qa_builder.pipeline import BuildConfig, build
 
 BIN = Path(sys.executable).parent
@@ -175,8 +176,7 @@ def test_cli_loads_pyarrow_without_importing_pandas():
         "assert pa.array(pd.Series([1, 2])).to_pylist() == [1, 2]\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    run_fresh(code)
 
 
 def put(path: Path, data: bytes) -> Path:
