@@ -67,6 +67,7 @@ _IN_SPAN_NEGATORS = frozenset({"not", "no"})
 # Hedges that predicate filler can swallow ("the heart may be mildly enlarged").
 _IN_SPAN_HEDGES = frozenset({"may", "might", "could", "possibly"})
 _IN_SPAN_PROBABLE = frozenset({"likely", "probably"})
+_NONE: frozenset[int] = frozenset()  # no entity flagged (the context engine was skipped)
 MASS_MIN_MM = 30.0  # radiological convention: a nodule of 3 cm or more is a mass
 
 
@@ -221,9 +222,8 @@ class MentionExtractor:
         ents = sorted(findings, key=lambda s: s.start)
         doc.ents = ents
         words = set(doc.to_array(LOWER).tolist())  # hashes: no Python Token objects
-        for kind, engine in self.context.items():
-            if not words.isdisjoint(self._cue_starts[kind]):
-                engine.negex_on(doc, ents)
+        flags = {kind: engine.negex_on(doc, ents) if not words.isdisjoint(self._cue_starts[kind]) else _NONE
+                 for kind, engine in self.context.items()}
 
         modifiers = [
             Modifier(*strings[mid].split("\t"), start=s, end=e)
@@ -233,12 +233,12 @@ class MentionExtractor:
         attached = attach_modifiers(doc, [(e.start, e.end) for e in ents], modifiers)
 
         mentions: list[Mention] = []
-        for ent, attrs in zip(ents, attached):
+        for i, (ent, attrs) in enumerate(zip(ents, attached)):
             mention = Mention(
                 start=ent.start_char, end=ent.end_char, text=ent.text, concept=ent.label_,
-                certainty=self._certainty(ent, attrs), **attrs,
+                certainty=self._certainty(i, ent, flags), **attrs,
             )
-            if ent._.get("ctx_historical"):
+            if i in flags["historical"]:
                 mention.temporality = "historical"
             if mention.change == "resolved":
                 mention.certainty = "negative"
@@ -272,13 +272,15 @@ class MentionExtractor:
                         break
         return spans
 
-    def _certainty(self, ent: Span, attrs: dict) -> str:
+    def _certainty(self, i: int, ent: Span, flags: dict[str, set[int]]) -> str:
+        """Certainty of ents[i] from the context flags (negation > uncertainty > probable) and from
+        cue words inside the span itself ("heart is not enlarged")."""
         words = {t.lower_ for t in ent} if len(ent) > 1 else ()
-        if ent._.get("ctx_negation") or not _IN_SPAN_NEGATORS.isdisjoint(words):
+        if i in flags["negation"] or not _IN_SPAN_NEGATORS.isdisjoint(words):
             return "negative"
-        if ent._.get("ctx_uncertainty") or not _IN_SPAN_HEDGES.isdisjoint(words):
+        if i in flags["uncertainty"] or not _IN_SPAN_HEDGES.isdisjoint(words):
             return "uncertain"
-        if ent._.get("ctx_probable") or not _IN_SPAN_PROBABLE.isdisjoint(words):
+        if i in flags["probable"] or not _IN_SPAN_PROBABLE.isdisjoint(words):
             return self.config.probable_as
         return "positive"
 
@@ -372,19 +374,25 @@ class _SentenceNegex(Negex):
         starts = sorted({0, len(doc), *(t[1] for t in terminating)})
         return list(zip(starts, starts[1:]))
 
-    def negex_on(self, doc: Doc, ents: list[Span]) -> None:
-        """`Negex.negex(doc)` given the doc's entities: the same rule (an entity is flagged by a
-        preceding cue before it or a following cue after it, within its termination-bounded
-        stretch), without re-reading `doc.ents`, which walks every token, once per stretch."""
+    def negex_on(self, doc: Doc, ents: list[Span]) -> set[int]:
+        """Indices of the `ents` a cue flags, by `Negex.negex(doc)`'s rule (a preceding cue before the
+        entity or a following cue after it, within its termination-bounded stretch), returned instead
+        of set as Span extensions: spaCy's per-access Underscore objects cost more than the rule, and
+        `doc.ents` is not re-read (it walks every token) once per stretch."""
         preceding, following, terminating = self.process_negations(doc)
+        flagged: set[int] = set()
         for lo, hi in self.termination_boundaries(doc, terminating):
-            sub_preceding = [m for m in preceding if lo <= m[1] < hi]
-            sub_following = [m for m in following if lo <= m[1] < hi]
-            if not (sub_preceding or sub_following or self.chunk_prefix):
+            pre = [m[1] for m in preceding if lo <= m[1] < hi]
+            fol = [m[2] for m in following if lo <= m[1] < hi]
+            if not (pre or fol or self.chunk_prefix):
                 continue  # nothing in this stretch can flag an entity
-            for ent in ents:
-                if lo <= ent.start and ent.end <= hi:
-                    self._apply_negation(ent, sub_preceding, sub_following)
+            for i, ent in enumerate(ents):
+                if not (lo <= ent.start and ent.end <= hi) or (self.ent_types and ent.label_ not in self.ent_types):
+                    continue
+                if (any(p < ent.start for p in pre) or any(f > ent.end for f in fol)
+                        or any(ent.text.lower().startswith(c.lower()) for c in self.chunk_prefix)):
+                    flagged.add(i)
+        return flagged
 
 
 _EXTRACTOR: MentionExtractor | None = None
