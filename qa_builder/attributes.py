@@ -12,10 +12,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from spacy.attrs import LOWER
+from spacy.strings import hash_string
 from spacy.tokens import Doc
 
 GROUPS = ("laterality", "location", "severity", "descriptor", "size", "change")
 _CLAUSE_BREAKS = frozenset({";", ":", "but", "however", "whereas", "while", "although", "though", "which"})
+# The rules below read tokens as LOWER hashes (Doc.to_array): no Python Token object per word.
+_CLAUSE_BREAK_IDS = frozenset(map(hash_string, _CLAUSE_BREAKS))
+_COMMA_ID = hash_string(",")
 _PRE_MAX = 5    # tokens between a pre-modifier and its finding
 _POST_MAX = 8   # tokens between a finding and a post-modifier
 _SIZE = re.compile(
@@ -57,19 +62,13 @@ def size_in_mm(size: str | None) -> float | None:
     return largest * (10.0 if unit == "cm" else 1.0)
 
 
-def _breaks_between(doc: Doc, a: int, b: int) -> tuple[bool, bool]:
-    """(clause break, comma) among tokens [a, b)."""
-    clause = comma = False
-    for t in doc[a:b]:
-        low = t.lower_
-        if low in _CLAUSE_BREAKS:
-            clause = True
-        elif low == ",":
-            comma = True
-    return clause, comma
+def _breaks_between(lower: list[int], a: int, b: int) -> tuple[bool, bool]:
+    """(clause break, comma) among tokens [a, b); `lower`: the tokens' LOWER hashes."""
+    between = lower[a:b]
+    return not _CLAUSE_BREAK_IDS.isdisjoint(between), _COMMA_ID in between
 
 
-def _choose(doc: Doc, findings: list[tuple[int, int]], mod: Modifier) -> int | None:
+def _choose(lower: list[int], findings: list[tuple[int, int]], mod: Modifier) -> int | None:
     for i, (s, e) in enumerate(findings):
         if s <= mod.start and mod.end <= e:
             return i
@@ -77,26 +76,30 @@ def _choose(doc: Doc, findings: list[tuple[int, int]], mod: Modifier) -> int | N
     left = next((i for i in range(len(findings) - 1, -1, -1) if findings[i][1] <= mod.start), None)
     if right is not None:
         gap = findings[right][0] - mod.end
-        clause, comma = _breaks_between(doc, mod.end, findings[right][0])
+        clause, comma = _breaks_between(lower, mod.end, findings[right][0])
         if gap <= _PRE_MAX and not clause and not comma:
             return right
     if left is not None:
         gap = mod.start - findings[left][1]
-        clause, _ = _breaks_between(doc, findings[left][1], mod.start)
+        clause, _ = _breaks_between(lower, findings[left][1], mod.start)
         if gap <= _POST_MAX and not clause:
             return left
     if right is not None:
-        clause, _ = _breaks_between(doc, mod.end, findings[right][0])
+        clause, _ = _breaks_between(lower, mod.end, findings[right][0])
         if findings[right][0] - mod.end <= _POST_MAX and not clause:
             return right
     # A sentence-final change word ("..., unchanged from the prior study") is about the sentence's subject.
-    if mod.group == "change" and left is not None and not _breaks_between(doc, findings[0][1], mod.start)[0]:
+    if mod.group == "change" and left is not None and not _breaks_between(lower, findings[0][1], mod.start)[0]:
         return 0
     return None
 
 
-def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[Modifier]) -> list[dict]:
-    """One dict of attribute values per finding span (token offsets), in the order given."""
+def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[Modifier],
+                     lower: list[int] | None = None) -> list[dict]:
+    """One dict of attribute values per finding span (token offsets), in the order given.
+    `lower`: the doc's LOWER hashes when the caller has them (`doc.to_array(LOWER).tolist()`)."""
+    if lower is None:
+        lower = doc.to_array(LOWER).tolist()
     collected: list[dict[str, list[tuple[int, str]]]] = [{g: [] for g in GROUPS} for _ in findings]
     # Longest modifier first so "left greater than right" claims its tokens before "left" does.
     claimed: set[int] = set()
@@ -107,21 +110,21 @@ def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[
             continue
         if mod.group == "laterality" and any(t in claimed for t in tokens):
             continue
-        target = _choose(doc, findings, mod)
+        target = _choose(lower, findings, mod)
         if target is None:
             continue
         if mod.group == "laterality":
             claimed.update(tokens)
         collected[target][mod.group].append((mod.start, mod.value))
     resolved = [_resolve(c) for c in collected]
-    _inherit_side(doc, findings, resolved)
+    _inherit_side(lower, findings, resolved)
     return resolved
 
 
-_LINK_BREAKS = _CLAUSE_BREAKS | {"and", "with", "without", "no", "not"}
+_LINK_BREAK_IDS = _CLAUSE_BREAK_IDS | frozenset(map(hash_string, ("and", "with", "without", "no", "not")))
 
 
-def _inherit_side(doc: Doc, findings: list[tuple[int, int]], resolved: list[dict]) -> None:
+def _inherit_side(lower: list[int], findings: list[tuple[int, int]], resolved: list[dict]) -> None:
     """An interpretation without a side takes the side and place of the observation it explains:
     "Right basilar opacity, atelectasis versus pneumonia" -> both right, base."""
     for i in range(1, len(findings)):
@@ -130,7 +133,7 @@ def _inherit_side(doc: Doc, findings: list[tuple[int, int]], resolved: list[dict
         j = i - 1
         if resolved[j]["laterality"] is None:
             continue
-        if any(t.lower_ in _LINK_BREAKS for t in doc[findings[j][1]:findings[i][0]]):
+        if not _LINK_BREAK_IDS.isdisjoint(lower[findings[j][1]:findings[i][0]]):
             continue
         resolved[i]["laterality"] = resolved[j]["laterality"]
         if resolved[i]["location"] is None:

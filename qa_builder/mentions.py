@@ -221,7 +221,8 @@ class MentionExtractor:
             return []
         ents = sorted(findings, key=lambda s: s.start)
         doc.ents = ents
-        words = set(doc.to_array(LOWER).tolist())  # hashes: no Python Token objects
+        lower = doc.to_array(LOWER).tolist()  # hashes: no Python Token objects
+        words = set(lower)
         flags = {kind: engine.negex_on(doc, ents) if not words.isdisjoint(self._cue_starts[kind]) else _NONE
                  for kind, engine in self.context.items()}
 
@@ -230,7 +231,7 @@ class MentionExtractor:
             for mid, s, e in self.modifier_matcher(doc)
         ]
         modifiers += find_sizes(doc)
-        attached = attach_modifiers(doc, [(e.start, e.end) for e in ents], modifiers)
+        attached = attach_modifiers(doc, [(e.start, e.end) for e in ents], modifiers, lower)
 
         mentions: list[Mention] = []
         for i, (ent, attrs) in enumerate(zip(ents, attached)):
