@@ -219,8 +219,7 @@ class MentionExtractor:
         normals = self._normal_spans(doc, findings)
         if not findings and not normals:
             return []
-        ents = sorted(findings, key=lambda s: s.start)
-        doc.ents = ents
+        ents = sorted(findings, key=lambda s: s.start)  # not set as doc.ents: nothing reads them
         lower = doc.to_array(LOWER).tolist()  # hashes: no Python Token objects
         words = set(lower)
         flags = {kind: engine.negex_on(doc, ents) if not words.isdisjoint(self._cue_starts[kind]) else _NONE
