@@ -38,9 +38,11 @@ class Modifier:
     end: int
 
 
-def find_sizes(doc: Doc) -> list[Modifier]:
+def find_sizes(doc: Doc, text: str | None = None) -> list[Modifier]:
+    """Size modifiers ("8 mm", "2 x 3 cm"); `text`: the doc's text when the caller has it (Doc.text
+    rebuilds it from every token)."""
     out = []
-    for m in _SIZE.finditer(doc.text):
+    for m in _SIZE.finditer(doc.text if text is None else text):
         span = doc.char_span(m.start(), m.end(), alignment_mode="expand")
         if span is None:
             continue

@@ -229,7 +229,7 @@ class MentionExtractor:
             Modifier(*strings[mid].split("\t"), start=s, end=e)
             for mid, s, e in self.modifier_matcher(doc)
         ]
-        modifiers += find_sizes(doc)
+        modifiers += find_sizes(doc, sentence)
         attached = attach_modifiers(doc, [(e.start, e.end) for e in ents], modifiers, lower)
 
         mentions: list[Mention] = []
