@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from qa_builder.yamlio import load_yaml
