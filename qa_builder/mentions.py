@@ -314,6 +314,7 @@ class _Speller:
 
     def __init__(self, targets: Counter, known: set[str]):
         self.known_hashes = frozenset(map(hash_string, known))  # as Doc.to_array(LOWER) gives them
+        self._fixes: dict[str, str | None] = {}  # word -> suggest(word): other long words recur a lot
         self.counts = targets
         self.index: dict[str, set[str]] = {}
         for w in targets:
@@ -344,7 +345,13 @@ class _Speller:
         for i, (length, alpha, low_hash) in enumerate(rows):
             if length >= self.MIN_LENGTH and alpha and low_hash not in self.known_hashes:
                 token = doc[i]
-                fix = self.suggest(token.lower_)
+                word = token.lower_
+                if word in self._fixes:
+                    fix = self._fixes[word]
+                else:
+                    fix = self.suggest(word)
+                    if len(self._fixes) < 100_000:
+                        self._fixes[word] = fix
                 if fix:
                     token.norm_ = fix
 
