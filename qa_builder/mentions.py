@@ -211,7 +211,7 @@ class MentionExtractor:
         doc = self.nlp.make_doc(sentence)
         if not len(doc):
             return []
-        self._speller.correct(doc)
+        tokens = self._speller.correct(doc)  # (LENGTH, IS_ALPHA, LOWER) per token
         strings = self.nlp.vocab.strings
         spans = [Span(doc, s, e, label=mid) for mid, s, e in self.finding_matcher(doc)]
         spans += self._predicate_spans(doc)
@@ -220,7 +220,7 @@ class MentionExtractor:
         if not findings and not normals:
             return []
         ents = sorted(findings, key=lambda s: s.start)  # not set as doc.ents: nothing reads them
-        lower = doc.to_array(LOWER).tolist()  # hashes: no Python Token objects
+        lower = [t[2] for t in tokens]  # LOWER hashes: no Python Token objects
         words = set(lower)
         flags = {kind: engine.negex_on(doc, ents) if not words.isdisjoint(self._cue_starts[kind]) else _NONE
                  for kind, engine in self.context.items()}
@@ -338,7 +338,9 @@ class _Speller:
             return None  # no clear favourite
         return found[0]
 
-    def correct(self, doc: Doc) -> None:
+    def correct(self, doc: Doc) -> list[list[int]]:
+        """Fix misspellings in token.norm_; returns the (LENGTH, IS_ALPHA, LOWER) rows it read (the
+        caller reuses the LOWER hashes)."""
         # Token attributes as one array: most sentences have no long unknown word, and this finds
         # that without creating a Python Token per word.
         rows = doc.to_array([LENGTH, IS_ALPHA, LOWER]).tolist()
@@ -354,6 +356,7 @@ class _Speller:
                         self._fixes[word] = fix
                 if fix:
                     token.norm_ = fix
+        return rows
 
 
 def _inflection(a: str, b: str) -> bool:
