@@ -1,6 +1,7 @@
-"""Command line: ``qft pretrain | prepare | synth`` (also ``python -m model.cli ...``).
+"""Command line: ``qft pretrain | finetune | prepare | synth`` (also ``python -m model.cli ...``).
 
     qft pretrain --data OUT --images IMAGES --config tiny --out runs/tiny
+    qft finetune --checkpoint runs/tiny/checkpoint --data OUT --images IMAGES --out runs/tiny_probe [--mode full]
     torchrun --nproc_per_node 8 -m model.cli pretrain --data OUT --images IMAGES --config base --out runs/base
     qft prepare  --data OUT --images IMAGES --config base --cache CACHE --workers 16   # image cache only
     qft synth    DATA IMAGES --studies 400                                             # tiny synthetic corpus
@@ -61,6 +62,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (resume continues the schedule)")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("finetune", help="multi-label classification on a checkpoint (labels.parquet), AUROC")
+    p.add_argument("--checkpoint", required=True, help="a pre-training checkpoint folder (runs/<config>/checkpoint)")
+    p.add_argument("--data", required=True, help="folder with reports.parquet, qa.parquet and labels.parquet")
+    p.add_argument("--images", required=True, help="image root or CSV, as for pretrain")
+    p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv, head.safetensors")
+    p.add_argument("--mode", choices=["probe", "full"], default="probe",
+                   help="probe: frozen encoder + logistic regression; full: train the encoder too")
+    p.add_argument("--random-init", action="store_true", help="untrained weights of the same architecture (baseline)")
+    p.add_argument("--scheme", default="chexpert", help="labels.parquet scheme: chexpert | chestxray14")
+    p.add_argument("--uncertain", choices=["ignore", "ones", "zeros"], default="ignore",
+                   help="uncertain labels: left out, positive (U-Ones) or negative (U-Zeros)")
+    p.add_argument("--cache", default=None, help="image cache folder (default OUT/cache; reuse the pre-training's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--l2", type=float, default=1e-2, help="probe: L2 penalty on the standardised features")
+    p.add_argument("--epochs", type=int, default=10, help="full: passes over the train split")
+    p.add_argument("--batch-size", type=int, default=32, help="full")
+    p.add_argument("--lr", type=float, default=1e-4, help="full: encoder learning rate (the new classifier: 10x)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("prepare", help="decode + resize all images into the uint8 cache (parallel, resumable)")
     _data_args(p)
     p.add_argument("--size", type=int, default=None, help="image size (default: the config's)")
@@ -80,17 +102,16 @@ def main(argv: list[str] | None = None) -> int:
             make_corpus(a.data, a.images, n_studies=a.studies, size=a.size, seed=a.seed)
             print(f"wrote {a.studies} studies: tables in {a.data}, images in {a.images}")
             return 0
+        if a.cmd == "finetune":
+            return _finetune(a)
         from .config import load_config
         cfg = load_config(a.config, _overrides(a))
         if a.cmd == "prepare":
-            from .data.dataset import join_images
-            from .data.cache import prepare_cache
-            from .data.images import build_index
+            from .data.dataset import attach_images
             from .data.tables import load_studies
-            studies, per_study = join_images(load_studies(a.data), build_index(a.images))
-            paths = list(dict.fromkeys(r.path for recs in per_study for r in recs))
-            cache = prepare_cache(paths, a.cache or f"runs/{cfg.name}/cache", a.size or cfg.model.image_size,
-                                  workers=cfg.data.workers if a.workers is None else a.workers)
+            _, _, _, cache = attach_images(load_studies(a.data), a.images, a.cache or f"runs/{cfg.name}/cache",
+                                           a.size or cfg.model.image_size,
+                                           workers=cfg.data.workers if a.workers is None else a.workers)
             print(f"cache {cache.folder}: {int(cache.ok.sum())}/{cache.count} images ready")
             return 0
         from .train import pretrain
@@ -108,6 +129,32 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
         print(f"qft {a.cmd}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _finetune(a) -> int:
+    from pathlib import Path
+
+    from .finetune.classify import finetune_classifier
+    if not (Path(a.checkpoint) / "model.safetensors").exists():
+        raise FileNotFoundError(f"{a.checkpoint}: not a checkpoint folder (no model.safetensors)")
+    m = finetune_classifier(a.checkpoint, a.data, a.images, a.out, mode=a.mode, random_init=a.random_init,
+                            scheme=a.scheme, uncertain=a.uncertain, cache=a.cache, device=a.device, l2=a.l2,
+                            epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, workers=a.workers,
+                            progress=not a.no_progress)
+    splits = [s for s in ("held_out", "validate", "test") if s in m]
+    width = max(len(n) for n in m["labels"]) + 2
+    print(f"{'label':<{width}}{'train pos':>10}" + "".join(f"{s + ' pos/n':>18}{'AUROC':>7}" for s in splits))
+    for n in m["labels"]:
+        row = f"{n:<{width}}{m['train']['positives'][n]:>10}"
+        for s in splits:
+            auc = m[s]["auroc"][n]
+            row += f"{m[s]['positives'][n]:>13}/{m[s]['n']:<4}{'-' if auc is None else f'{auc:.3f}':>7}"
+        print(row)
+    print(f"{'macro AUROC':<{width}}{'':>10}" + "".join(
+        f"{m[s]['labels_scored']:>13} lbl{'-' if m[s]['macro_auroc'] is None else format(m[s]['macro_auroc'], '.3f'):>8}"
+        for s in splits))
+    print(f"({m['mode']}, {m['init']} weights) metrics, predictions and head in {a.out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A tiny synthetic corpus in the documented layout, for tests, smoke runs and benchmarks.
 
-Writes ``DATA/reports.parquet`` + ``DATA/qa.parquet`` (README schema) and a MIMIC-CXR-JPG-like image
+Writes ``DATA/reports.parquet`` + ``DATA/qa.parquet`` (+ ``DATA/labels.parquet``, CheXpert names) (README
+schema) and a MIMIC-CXR-JPG-like image
 root ``IMAGES/files/pXX/pSUBJECT/sSTUDY/<dicom_id>.png`` + ``IMAGES/mimic-cxr-2.0.0-metadata.csv``.
 Images are drawn so that the findings are visible (an enlarged heart, an effusion at a lung base, a
 nodule), hence retrieval can be learnt. Not the project's phantom generator: just enough for ``model/``.
@@ -22,6 +23,8 @@ FINDINGS = {
     "left_nodule": ("A nodule is seen in the left upper lobe.", "Left upper lobe nodule.", "left lung"),
     "right_nodule": ("A nodule is seen in the right upper lobe.", "Right upper lobe nodule.", "right lung"),
 }
+CHEXPERT = {"cardiomegaly": "Cardiomegaly", "left_effusion": "Pleural Effusion", "right_effusion": "Pleural Effusion",
+            "left_nodule": "Lung Lesion", "right_nodule": "Lung Lesion"}
 
 
 def draw(findings: set[str], size: int, rng: np.random.Generator, lateral: bool = False) -> np.ndarray:
@@ -41,11 +44,11 @@ def draw(findings: set[str], size: int, rng: np.random.Generator, lateral: bool 
 
 
 def make_corpus(data: str | Path, images: str | Path, n_studies: int = 120, size: int = 96, seed: int = 0,
-                lateral_every: int = 2, splits: tuple[float, float] = (0.7, 0.15)) -> None:
+                lateral_every: int = 2, splits: tuple[float, float] = (0.7, 0.15), labels: bool = True) -> None:
     data, images = Path(data), Path(images)
     data.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    reports, qa, meta = [], [], []
+    reports, qa, meta, label_rows = [], [], [], []
     names = list(FINDINGS)
     for k in range(n_studies):
         subject, study = f"{10000000 + k // 2}", f"{50000000 + k}"  # two studies per patient
@@ -60,6 +63,10 @@ def make_corpus(data: str | Path, images: str | Path, n_studies: int = 120, size
         reports.append({"report_id": rid, "subject_id": subject, "study_id": study, "findings": findings_txt,
                         "impression": impression, "indication": None, "comparison": None, "history": None,
                         "technique": None, "examination": None, "source": f"synthetic:{k}"})
+        positive = {CHEXPERT[f] for f in found}
+        for lab in sorted(set(CHEXPERT.values())):  # every report states each finding's presence or absence
+            label_rows.append({"report_id": rid, "scheme": "chexpert", "label": lab, "value": int(lab in positive)})
+        label_rows.append({"report_id": rid, "scheme": "chexpert", "label": "No Finding", "value": int(not found)})
         n = 0
 
         def add(gran, qtype, q, a, concept=None, region=None):
@@ -93,6 +100,10 @@ def make_corpus(data: str | Path, images: str | Path, n_studies: int = 120, size
                            ("region", pa.string()), ("evidence", pa.list_(pa.int32())),
                            ("evidence_text", pa.string()), ("split", pa.string())])
     pq.write_table(pa.Table.from_pylist(qa, schema=qa_schema), data / "qa.parquet", compression="zstd")
+    if labels:
+        schema = pa.schema([("report_id", pa.string()), ("scheme", pa.string()), ("label", pa.string()),
+                            ("value", pa.int8())])
+        pq.write_table(pa.Table.from_pylist(label_rows, schema=schema), data / "labels.parquet", compression="zstd")
     with open(images / "mimic-cxr-2.0.0-metadata.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(meta[0]))
         w.writeheader()

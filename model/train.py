@@ -106,15 +106,16 @@ def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.o
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
 
 
-def holdout(corpus: Corpus, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, held-out indices). Held-out = validate/test split; if the tables have none, 10% of
-    patients (hashed) are held out so retrieval accuracy is still measured on unseen studies."""
-    train, held = corpus.split_indices(("train",)), corpus.split_indices(("validate", "test"))
+def holdout(studies: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices) into ``studies``. Held-out = validate/test split; if the tables have
+    none, 10% of patients (hashed) are held out so accuracy is still measured on unseen studies."""
+    split = np.array([s.split for s in studies])
+    train, held = np.flatnonzero(split == "train"), np.flatnonzero(np.isin(split, ("validate", "test")))
     if len(held) == 0:
         rng = np.random.default_rng(seed)
-        pats = sorted({s.subject_id or s.report_id for s in corpus.studies})
+        pats = sorted({s.subject_id or s.report_id for s in studies})
         out = set(rng.choice(pats, max(1, len(pats) // 10), replace=False).tolist())
-        is_out = np.array([(s.subject_id or s.report_id) in out for s in corpus.studies])
+        is_out = np.array([(s.subject_id or s.report_id) in out for s in studies])
         log.warning("no validate/test studies in qa.parquet: holding out %d of %d studies (10%% of patients)",
                     is_out.sum(), len(is_out))
         train, held = np.flatnonzero(~is_out), np.flatnonzero(is_out)
@@ -222,7 +223,7 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
         corpus = build_corpus(data, images, cache_root, cfg.model.image_size, cfg.data,
                               tok or TextTokenizer.load(out / "tokenizer"), progress=False)
     tok = corpus.tokenizer
-    train_idx, held_idx = holdout(corpus, tc.seed)
+    train_idx, held_idx = holdout(corpus.studies, tc.seed)
     eval_idx = held_idx[: tc.eval_studies]
     eval_labels = load_label_sets(data)  # optional: label-aware retrieval next to the exact one
     if cfg.model.negatives == "labels":

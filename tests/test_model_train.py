@@ -137,7 +137,7 @@ def test_retrieval_eval_label_aware_metric(tmp_path):
     from model.qft import QFT
     from model.train import retrieval_eval
 
-    make_corpus(tmp_path / "data", tmp_path / "images", n_studies=12, size=40, seed=3)
+    make_corpus(tmp_path / "data", tmp_path / "images", n_studies=12, size=40, seed=3, labels=False)
     cfg = load_config("tiny", SMALL)
     c = build_corpus(tmp_path / "data", tmp_path / "images", tmp_path / "cache", 32, cfg.data, progress=False)
     assert load_label_sets(tmp_path / "data") == {}  # labels.parquet is optional

@@ -66,9 +66,6 @@ class Corpus:
                               for i, labels in enumerate(sets)], np.int64)
         return sum(labels is not None for labels in sets)
 
-    def split_indices(self, splits: tuple[str, ...]) -> np.ndarray:
-        return np.array([i for i, s in enumerate(self.studies) if s.split in splits], np.int64)
-
 
 def join_images(studies: list[Study], records: list[ImageRecord]) -> tuple[list[Study], list[list[ImageRecord]]]:
     """Images per study (matched on study_id, falling back to report_id); counted warnings for misses."""
@@ -103,16 +100,12 @@ def _truncate_pair(q: np.ndarray, a: np.ndarray, max_tokens: int) -> tuple[np.nd
     return q, a[:room], len(a) <= room
 
 
-def build_corpus(data_dir: str | Path, images: str | Path, cache_root: str | Path, image_size: int,
-                 cfg: DataConfig, tokenizer: TextTokenizer | None = None, workers: int = 0,
-                 progress: bool = True) -> Corpus:
-    studies = load_studies(data_dir)
-    records = build_index(images)
-    studies, per_study = join_images(studies, records)
-
-    # decode + resize every used image once
-    order = [r.path for recs in per_study for r in recs]
-    paths = list(dict.fromkeys(order))
+def attach_images(studies: list[Study], images: str | Path, cache_root: str | Path, image_size: int,
+                  workers: int = 0, progress: bool = True) -> tuple[list[Study], np.ndarray, np.ndarray, ImageCache]:
+    """Join studies to their images, decode + resize each used image once into the cache, and pick the views.
+    Returns (studies with a readable image, view0 cache rows, view1 cache rows or -1, the cache)."""
+    studies, per_study = join_images(studies, build_index(images))
+    paths = list(dict.fromkeys(r.path for recs in per_study for r in recs))
     row = {p: i for i, p in enumerate(paths)}
     cache = prepare_cache(paths, cache_root, image_size, workers=workers, progress=progress)
     ok = cache.ok
@@ -135,6 +128,13 @@ def build_corpus(data_dir: str | Path, images: str | Path, cache_root: str | Pat
     n_pairs = sum(x >= 0 for x in v1)
     log.info("corpus: %d studies (%d with frontal + lateral), splits %s", len(studies), n_pairs,
              dict(Counter(s.split for s in studies)))
+    return studies, np.array(v0, np.int64), np.array(v1, np.int64), cache
+
+
+def build_corpus(data_dir: str | Path, images: str | Path, cache_root: str | Path, image_size: int,
+                 cfg: DataConfig, tokenizer: TextTokenizer | None = None, workers: int = 0,
+                 progress: bool = True) -> Corpus:
+    studies, v0, v1, cache = attach_images(load_studies(data_dir), images, cache_root, image_size, workers, progress)
 
     if tokenizer is None:
         train_text = dict.fromkeys(t for s in studies if s.split == "train"  # templated QA: dedupe first
@@ -153,8 +153,7 @@ def build_corpus(data_dir: str | Path, images: str | Path, cache_root: str | Pat
         qa_a[g] = Ragged(tokenizer.encode([a for _, a in pairs]))
     for s in studies:  # the pairs now live as tokens; drop the strings (DataLoader workers fork this object)
         s.qa = {}
-    return Corpus(studies, np.array(v0, np.int64), np.array(v1, np.int64), cache, tokenizer, reports,
-                  qa_q, qa_a, qa_span)
+    return Corpus(studies, v0, v1, cache, tokenizer, reports, qa_q, qa_a, qa_span)
 
 
 class StudyDataset(torch.utils.data.Dataset):

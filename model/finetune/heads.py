@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.tokenizer import TextTokenizer
-from ..qft import QFT
+from ..qft import QFT, ImageFeatures
 
 
 class _Head(nn.Module):
@@ -39,9 +39,12 @@ class ClassificationHead(_Head):
         self.classifier = nn.Sequential(nn.LayerNorm(width), nn.Dropout(dropout), nn.Linear(width, num_labels))
 
     def forward(self, view0: torch.Tensor, view1: torch.Tensor | None = None) -> torch.Tensor:
-        f = self.features(view0, view1)
-        x = torch.cat([f.global_features.mean(0), f.query_tokens.mean((0, 2))], -1)  # (B, Dv + H)
-        return self.classifier(x)  # (B, num_labels)
+        return self.classifier(pooled_features(self.features(view0, view1)))  # (B, num_labels)
+
+
+def pooled_features(f: ImageFeatures) -> torch.Tensor:
+    """(B, Dv + H): the backbone's global vector and the mean QFT token, each averaged over the views."""
+    return torch.cat([f.global_features.mean(0), f.query_tokens.mean((0, 2))], -1)
 
 
 def multilabel_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,133 @@
+"""Classification fine-tuning on a checkpoint: AUROC, label policies, the probe's fit, `qft finetune` end to end."""
+import csv
+import itertools
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors import safe_open
+
+from model.cli import main
+from model.config import load_config
+from model.data.tables import Study
+from model.finetune.classify import auroc, fit_logistic, label_targets
+from model.synthetic import make_corpus
+from model.train import pretrain
+from model_shapes import micro
+
+SMALL = micro(128, **{"model.queue_size": 0, "model.momentum": 0.0, "data.vocab_size": 300, "data.workers": 0,
+                      "train.batch_size": 8, "train.steps": 2, "train.warmup_steps": 1, "train.eval_every": 0,
+                      "train.save_every": 0, "train.eval_studies": 8})
+
+
+def test_auroc_is_the_pairwise_win_rate_with_half_credit_for_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    labels = rng.integers(-1, 2, 60).astype(float)  # -1 entries are not scored
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    assert auroc(scores, labels) == pytest.approx(wins / (len(pos) * len(neg)))
+    assert auroc(np.array([0.1, 0.9, 0.5]), np.array([0.0, 1.0, -1.0])) == 1.0
+    assert np.isnan(auroc(np.array([0.1, 0.9]), np.array([1.0, 1.0])))  # one class only
+
+
+def test_label_targets_blank_is_negative_and_uncertain_follows_the_policy(tmp_path):
+    pq.write_table(pa.Table.from_pylist([
+        {"report_id": "r1", "scheme": "chexpert", "label": "Edema", "value": 1},
+        {"report_id": "r1", "scheme": "chexpert", "label": "Atelectasis", "value": -1},
+        {"report_id": "r2", "scheme": "chexpert", "label": "Atelectasis", "value": 0},
+        {"report_id": "r2", "scheme": "chestxray14", "label": "Mass", "value": 1}]), tmp_path / "labels.parquet")
+    studies = [Study(r, r, None, "text", "train") for r in ("r1", "r2", "r3")]  # r3: no label rows at all
+    names, y = label_targets(studies, tmp_path)
+    assert names == ["Atelectasis", "Edema"]
+    assert y.tolist() == [[-1, 1], [0, 0], [0, 0]]
+    assert label_targets(studies, tmp_path, uncertain="ones")[1][0].tolist() == [1, 1]
+    assert label_targets(studies, tmp_path, uncertain="zeros")[1][0].tolist() == [0, 1]
+    assert label_targets(studies, tmp_path, scheme="chestxray14")[1].tolist() == [[0], [1], [0]]
+    with pytest.raises(ValueError, match="no rows with scheme 'other'"):
+        label_targets(studies, tmp_path, scheme="other")
+    with pytest.raises(FileNotFoundError, match="labels.parquet"):
+        label_targets(studies, tmp_path / "missing")
+
+
+def test_fit_logistic_separates_and_ignores_unscored_targets():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(80, 5, generator=g)
+    y = torch.stack([(x[:, 0] > 0).float(), (x[:, 1] + x[:, 2] > 0).float()], 1)
+    w, b = fit_logistic(x, y, l2=1e-3)
+    p = torch.sigmoid(x @ w + b)
+    assert auroc(p[:, 0].numpy(), y[:, 0].numpy()) == 1.0 and auroc(p[:, 1].numpy(), y[:, 1].numpy()) == 1.0
+    assert w[0, 0] > 1 and abs(w[3:, 0]).max() < 0.5 * w[0, 0]  # the informative feature carries the weight
+    # rows whose target is -1 do not move that label's fit (the other label still uses them)
+    noisy = torch.cat([y, 1 - y[:10]])
+    noisy[80:, 0] = -1
+    w2, b2 = fit_logistic(torch.cat([x, x[:10]]), noisy, l2=1e-3)
+    assert torch.allclose(w2[:, 0], w[:, 0], atol=1e-3) and not torch.allclose(w2[:, 1], w[:, 1], atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classify")
+    make_corpus(root / "data", root / "images", n_studies=80, size=40, seed=4)
+    pretrain(load_config("tiny", SMALL), root / "data", root / "images", root / "run", progress=False)
+    return root
+
+
+def test_finetune_probe_writes_metrics_predictions_and_head(run, capsys):
+    out = run / "probe"
+    assert main(["finetune", "--checkpoint", str(run / "run" / "checkpoint"), "--data", str(run / "data"),
+                 "--images", str(run / "images"), "--out", str(out), "--cache", str(run / "run" / "cache"),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Cardiomegaly" in printed and "macro AUROC" in printed
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["labels"] == ["Cardiomegaly", "Lung Lesion", "No Finding", "Pleural Effusion"]
+    assert m["mode"] == "probe" and m["init"] == "pretrained"
+    held = m["held_out"]
+    assert held["n"] == m["validate"]["n"] + m["test"]["n"] == 24  # 30 % of 80 studies, by patient
+    # the synthetic heart is drawn 70 % larger when enlarged: even a 2-step model's features show it
+    assert held["auroc"]["Cardiomegaly"] >= 0.9
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24 and {r["split"] for r in rows} == {"validate", "test"}
+    assert all(0 <= float(r["Cardiomegaly"]) <= 1 for r in rows)
+    with safe_open(str(out / "head.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["labels"]) == m["labels"]
+        assert f.get_tensor("weight").shape[0] == 4 and f.get_tensor("feature_std").min() > 0
+    # deterministic: the same command gives the same numbers
+    main(["finetune", "--checkpoint", str(run / "run" / "checkpoint"), "--data", str(run / "data"),
+          "--images", str(run / "images"), "--out", str(run / "probe2"), "--cache", str(run / "run" / "cache"),
+          "--no-progress"])
+    assert json.loads((run / "probe2" / "metrics.json").read_text()) == m
+
+
+def test_finetune_full_and_random_init(run):
+    from model.finetune.classify import finetune_classifier
+
+    ck = run / "run" / "checkpoint"
+    m = finetune_classifier(ck, run / "data", run / "images", run / "full", mode="full", epochs=2, batch_size=8,
+                            cache=run / "run" / "cache", progress=False)
+    assert m["mode"] == "full" and m["test"]["macro_auroc"] is not None
+    with safe_open(str(run / "full" / "head.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "classifier.2.weight" in keys and any(k.startswith("qft.image_encoder.") for k in keys)
+    assert not any(k.startswith(("qft.decoder.", "qft.text_encoder.")) for k in keys)
+    r = finetune_classifier(ck, run / "data", run / "images", run / "rand", random_init=True,
+                            cache=run / "run" / "cache", progress=False)
+    p = finetune_classifier(ck, run / "data", run / "images", run / "pre", cache=run / "run" / "cache", progress=False)
+    assert r["init"] == "random" and p["init"] == "pretrained"
+    # other weights, other features, other probabilities
+    assert (run / "rand" / "predictions.csv").read_text() != (run / "pre" / "predictions.csv").read_text()
+
+
+def test_finetune_errors_are_one_line(run, tmp_path, capsys):
+    args = ["finetune", "--data", str(run / "data"), "--images", str(run / "images"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--checkpoint", str(tmp_path)]) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err
+    assert main([*args, "--checkpoint", str(run / "run" / "checkpoint"), "--scheme", "chestxray14",
+                 "--cache", str(run / "run" / "cache")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no rows with scheme 'chestxray14'" in err and "\n" not in err
