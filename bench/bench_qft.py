@@ -1,6 +1,6 @@
 """Benchmark one QFT pre-training step (random data) per setting: samples/s, step time, peak memory, MFU.
 
-    python bench/bench_qft.py --size paper --batches 32,128 --settings fp32-eager,bf16-eager,bf16-compile
+    python bench/bench_qft.py --size paper --batches 32,128 --settings fp32-eager,bf16-eager,bf16-compile,bf16-blocks
     python bench/bench_qft.py --size paper --anchor ../shared/bench/anchor_qft_step.py   # + the official step
     python bench/bench_qft.py --size tiny                                                  # CPU: tiny config
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.augment import augment  # noqa: E402
 from model.config import load_config  # noqa: E402
 from model.losses import IGNORE  # noqa: E402
-from model.qft import QFT  # noqa: E402
+from model.qft import QFT, compile_blocks  # noqa: E402
 from model.train import PEAK_BF16  # noqa: E402
 
 VOCAB = {"paper": 21128, "tiny": 2000}  # the anchor's vocabulary at paper shapes; tiny.json's otherwise
@@ -49,12 +49,16 @@ def random_batch(cfg, bs: int, dev: torch.device, lengths: dict, vocab: int) -> 
     return {k: v.to(dev) for k, v in b.items()}
 
 
-def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengths: dict, vocab: int) -> dict:
+def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengths: dict, vocab: int,
+                backend: str = "inductor") -> dict:
     precision, mode = setting.split("-")
+    torch._dynamo.reset()  # each setting compiles afresh (else a second batch size recompiles with dynamic shapes)
     torch.manual_seed(0)
     model = QFT(cfg.model, vocab, 0, 5, 6).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=dev.type == "cuda")
-    fwd = torch.compile(model) if mode == "compile" else model
+    fwd = torch.compile(model, backend=backend) if mode == "compile" else model
+    if mode == "blocks":  # regional compilation: each repeated transformer block once
+        compile_blocks(model, backend=backend)
     use_bf16 = precision == "bf16" and dev.type == "cuda"
     batch = random_batch(cfg, bs, dev, lengths, vocab)
     gen = torch.Generator().manual_seed(0)
@@ -72,11 +76,12 @@ def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengt
         opt.zero_grad(set_to_none=True)
 
     fc = torch.utils.flop_counter.FlopCounterMode(display=False)
-    with fc:
+    with fc, torch.compiler.set_stance("force_eager"):
         step(model)
     flops = fc.get_total_flops()
     warm = 3 if mode == "eager" else 5
     times = []
+    t_first = time.perf_counter()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for i in range(warm + steps):
@@ -88,8 +93,11 @@ def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengt
             torch.cuda.synchronize()
         if i >= warm:
             times.append(time.perf_counter() - t0)
+        elif i == 0:
+            first_s = time.perf_counter() - t_first  # includes compilation
     med = statistics.median(times)
     out = {"setting": setting, "batch": bs, "step_s": round(med, 4), "samples_per_s": round(bs / med, 1),
+           "first_step_s": round(first_s, 1),
            "peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
            "TFLOP_per_sample": round(flops / bs / 1e12, 4), "achieved_TFLOPs": round(flops / med / 1e12, 2)}
     del model, opt, fwd
@@ -115,17 +123,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="paper", choices=["paper", "tiny"])
     ap.add_argument("--batches", default=None, help="comma-separated (default: 32,128 paper / 32 tiny)")
-    ap.add_argument("--settings", default=None, help="precision-mode list, e.g. fp32-eager,bf16-eager,bf16-compile")
+    ap.add_argument("--settings", default=None,
+                    help="precision-mode list, e.g. fp32-eager,bf16-eager,bf16-compile (whole model),bf16-blocks "
+                         "(each repeated block compiled once: qft.compile_blocks)")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--backend", default="inductor", help="torch.compile backend (eager: a quick CPU dry run)")
     ap.add_argument("--anchor", default=None, help="path to anchor_qft_step.py: time the official step too")
-    ap.add_argument("--anchor-settings", default="anchor,tuned")
-    ap.add_argument("--anchor-batches", default="25,100")
+    ap.add_argument("--anchor-runs", default="anchor:25,tuned:100",
+                    help="setting:batch pairs of the anchor (its 'anchor' setting has anomaly detection on: slow)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
+                    help="config override for our rows, e.g. model.momentum=0 (the official recipe's online queue)")
     a = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    cfg = load_config("base" if a.size == "paper" else "tiny")
+    overrides = {k: json.loads(v) for k, _, v in (x.partition("=") for x in a.set)}
+    cfg = load_config("base" if a.size == "paper" else "tiny", overrides)
+    if overrides:
+        print(f"# config overrides: {overrides}")
     d = cfg.data
     lengths = {"report": d.report_tokens, "coarse": d.coarse_tokens, "middle": d.middle_tokens, "fine": d.fine_tokens}
     batches = [int(x) for x in (a.batches or ("32,128" if a.size == "paper" else "32")).split(",")]
@@ -142,7 +158,7 @@ def main() -> None:
     for bs in batches:
         for s in settings:
             try:
-                r = run_setting(cfg, s, bs, a.steps, dev, lengths, VOCAB[a.size])
+                r = run_setting(cfg, s, bs, a.steps, dev, lengths, VOCAB[a.size], a.backend)
                 if ceiling:
                     r["MFU_vs_matmul"] = round(r["achieved_TFLOPs"] * 1e12 / ceiling, 3)
                 if nominal:
@@ -155,16 +171,16 @@ def main() -> None:
         spec = importlib.util.spec_from_file_location("anchor_qft_step", a.anchor)
         anchor = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(anchor)
-        for bs in map(int, a.anchor_batches.split(",")):
-            for s in a.anchor_settings.split(","):
-                try:
-                    r = anchor.run(s, a.size, bs, a.steps, dev.type)
-                except Exception as e:  # noqa: BLE001
-                    r = {"setting": s, "batch": bs, "error": repr(e)[:200]}
-                rows.append({"who": "anchor", **r})
-                print(json.dumps(rows[-1]), flush=True)
+        for run in a.anchor_runs.split(","):
+            s, _, bs = run.partition(":")
+            try:
+                r = anchor.run(s, a.size, int(bs), a.steps, dev.type)
+            except Exception as e:  # noqa: BLE001
+                r = {"setting": s, "batch": bs, "error": repr(e)[:200]}
+            rows.append({"who": "anchor", **r})
+            print(json.dumps(rows[-1]), flush=True)
     print()
-    cols = ["who", "setting", "batch", "samples_per_s", "step_s", "peak_GiB", "TFLOP_per_sample", "MFU_vs_matmul",
+    cols = ["who", "setting", "batch", "samples_per_s", "step_s", "first_step_s", "peak_GiB", "TFLOP_per_sample", "MFU_vs_matmul",
             "MFU_vs_nominal", "error"]
     cols = [c for c in cols if any(c in r for r in rows)]
     print("| " + " | ".join(cols) + " |")

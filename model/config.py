@@ -92,13 +92,19 @@ class TrainConfig:
     betas: tuple = (0.9, 0.98)
     grad_clip: float = 1.0  # max global gradient norm (0: off)
     precision: str = "bf16"  # bf16 (autocast on GPU; CPU runs fp32) | fp32
-    compile: bool = False  # torch.compile the loss function
+    compile: bool = False  # torch.compile the training step (model + losses)
+    compile_scope: str = "model"  # model: one graph for the whole forward (most fusion, longest compile) |
+    # blocks: each repeated transformer block compiled once and reused (qft.compile_blocks; compiles much faster)
     seed: int = 1337
     log_every: int = 20  # steps between log lines / CSV rows
     eval_every: int = 1000  # steps between retrieval evaluations (0: only at the end)
     eval_studies: int = 100  # held-out studies per retrieval evaluation (chance = 1 / this)
     save_every: int = 1000  # steps between checkpoints (always one at the end)
     peak_tflops: float | None = None  # device bf16 peak for MFU; None: guessed from the device name
+
+    def __post_init__(self):
+        if self.compile_scope not in ("model", "blocks"):
+            raise ValueError(f"train.compile_scope must be 'model' or 'blocks', not {self.compile_scope!r}")
 
 
 @dataclass

@@ -173,7 +173,8 @@ class QueryTransformer(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         image = self.image_proj(patches)  # (B, N, H)
-        x = self.in_ln(self.queries).expand(patches.shape[0], -1, -1)  # (B, Q, H)
+        # contiguous: layer inputs keep one memory layout (a compiled QFTLayer would recompile for stride 0)
+        x = self.in_ln(self.queries).expand(patches.shape[0], -1, -1).contiguous()  # (B, Q, H)
         for layer in self.layers:
             x = layer(x, image)
         return torch.cat([x.mean(1, keepdim=True), x], 1)  # (B, 1 + Q, H)
@@ -349,6 +350,27 @@ class QFT(nn.Module):
             for v in range(2):
                 self.query_queues[v].push(gather_rows(k_q[v].detach()), all_keys)
         return QFTLoss(total, itc, qrc, *lm)
+
+
+def compile_blocks(model: nn.Module, **compile_kwargs) -> int:
+    """Regional compilation: compile every repeated block (each entry of an nn.ModuleList with its own forward:
+    ViT / BERT / GPT-2 layers, QFT layers, their momentum copies) in place. Blocks of one class share the
+    compiled code, so this compiles a handful of graphs instead of one graph of the whole step, at the cost of
+    fusion across block boundaries. Parameter names are unchanged (checkpoints load either way).
+    Returns the number of blocks compiled.
+
+    The HF layers of ViT, BERT and GPT-2 share one compiled entry point (transformers' checkpointing wrapper),
+    and each is compiled with and without grad (momentum copies) and again for dynamic sequence lengths, which
+    exceeds dynamo's default of 8 graphs per function (beyond it, blocks silently run eagerly): raised to 64."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    n = 0
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                if type(block).forward is not nn.Module.forward:
+                    block.compile(**compile_kwargs)
+                    n += 1
+    return n
 
 
 def param_count(model: nn.Module) -> int:

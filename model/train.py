@@ -29,7 +29,7 @@ from .config import QFTConfig
 from .data.dataset import Collate, Corpus, StepSampler, StudyDataset, build_corpus, report_key
 from .data.tables import load_label_sets
 from .data.tokenizer import TextTokenizer
-from .qft import QFT, cosine_lr, param_count
+from .qft import QFT, compile_blocks, cosine_lr, param_count
 
 log = logging.getLogger("qft")
 
@@ -250,7 +250,11 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     if world > 1:  # queues are filled with gathered features on every rank: no buffer broadcast needed
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
-    step_fn = torch.compile(ddp_model) if tc.compile else ddp_model
+    step_fn = ddp_model
+    if tc.compile and tc.compile_scope == "blocks":
+        log.info("torch.compile: %d repeated blocks (regional)", compile_blocks(model))
+    elif tc.compile:
+        step_fn = torch.compile(ddp_model)
     use_bf16 = tc.precision == "bf16" and dev.type == "cuda"
     autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
 
@@ -333,7 +337,8 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
 
         count = flops_per_sample is None and step == start
         counter = torch.utils.flop_counter.FlopCounterMode(display=False) if count else contextlib.nullcontext()
-        with counter:  # FLOPs of the first step, counted eagerly (as nanoGPT's MFU, but measured)
+        eager = torch.compiler.set_stance("force_eager") if count else contextlib.nullcontext()
+        with counter, eager:  # FLOPs of the first step, counted eagerly (as nanoGPT's MFU, but measured)
             with autocast():
                 out_loss = (ddp_model if count else step_fn)(b)
             out_loss.loss.backward()

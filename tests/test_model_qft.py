@@ -171,3 +171,22 @@ def test_queue_negatives_do_not_collapse_the_embeddings():
     off = ~torch.eye(8, dtype=torch.bool)
     assert (txt @ txt.t())[off].mean() < 0.9 and (img @ img.t())[off].mean() < 0.9  # not one point
     assert ((img @ txt.t()).argmax(1) == torch.arange(8)).float().mean() >= 0.75  # pairs retrieved
+
+
+def test_compile_blocks_compiles_each_repeated_block_in_place():
+    from model.qft import compile_blocks
+
+    torch.manual_seed(0)
+    cfg = tiny(**{"model.dropout": 0.0})
+    ref = QFT(cfg.model, V, PAD, BOS, EOS).eval()
+    m = QFT(cfg.model, V, PAD, BOS, EOS).eval()
+    m.load_state_dict(ref.state_dict())
+    keys = list(m.state_dict())
+    # online: 1 ViT + 1 BERT + 1 GPT-2 + 1 QFT layer; the momentum copies of the ViT, BERT and QFT layers: 3 more
+    assert compile_blocks(m, backend="eager") == 7
+    assert list(m.state_dict()) == keys  # checkpoints stay interchangeable
+    b = batch()
+    with torch.no_grad():
+        assert torch.allclose(m(b).loss, ref(b).loss, atol=1e-5)
+    compiled = [mod for mod in m.modules() if getattr(mod, "_compiled_call_impl", None) is not None]
+    assert len(compiled) == 7 and not any(isinstance(mod, torch.nn.ModuleList) for mod in compiled)

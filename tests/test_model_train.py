@@ -62,6 +62,27 @@ def test_resume_continues_exactly(tmp_path, corpus):
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
 
 
+def test_regional_compile_trains_like_eager_and_counts_flops_eagerly(tmp_path, corpus, monkeypatch):
+    import model.train as train_mod
+    from model.qft import compile_blocks
+
+    calls = []
+
+    def eager_backend(m):  # dynamo traces every block; no inductor codegen (minutes on 2 cores)
+        calls.append(compile_blocks(m, backend="eager"))
+        return calls[-1]
+
+    monkeypatch.setattr(train_mod, "compile_blocks", eager_backend)
+    cfg = load_config("tiny", {**SMALL, "train.compile": True, "train.compile_scope": "blocks"})
+    s = pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "c", cache=tmp_path / "cache", progress=False)
+    e = pretrain(load_config("tiny", SMALL), corpus / "data", corpus / "images", tmp_path / "e",
+                 cache=tmp_path / "cache", progress=False)
+    assert calls == [7] and s["flops_per_sample"] == e["flops_per_sample"] > 0
+    assert [r[:3] for r in losses(tmp_path / "c")] == [r[:3] for r in losses(tmp_path / "e")]
+    with pytest.raises(ValueError, match="compile_scope"):
+        load_config("tiny", {"train.compile_scope": "layers"})
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, corpus, monkeypatch):
     from model import qft
     real = qft.QFT.forward
@@ -165,3 +186,11 @@ def test_retrieval_eval_label_aware_metric(tmp_path):
     batch = Collate(c.tokenizer.pad_id)([ds[(i, 0)] for i in range(6)])
     assert batch["report_key"].tolist() == c.keys[:6].tolist()
     assert retrieval_eval(model, c, cfg.data, np.arange(len(rids)), torch.device("cpu"), 4) == exact
+
+
+def test_cli_compile_flag_sets_scope():
+    import argparse
+
+    from model.cli import _overrides
+    assert _overrides(argparse.Namespace(compile="blocks")) == {"train.compile": True, "train.compile_scope": "blocks"}
+    assert _overrides(argparse.Namespace(compile=None)) == {}
