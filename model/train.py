@@ -26,9 +26,10 @@ from tqdm import tqdm
 from .augment import augment
 from .checkpoint import find_checkpoint, load_checkpoint, load_config_from, save_checkpoint
 from .config import QFTConfig
-from .data.dataset import Collate, Corpus, StepSampler, StudyDataset, build_corpus, report_key
+from .data.dataset import Collate, StepSampler, StudyDataset, build_corpus
 from .data.tables import load_label_sets
 from .data.tokenizer import TextTokenizer
+from .evaluate import closed_vqa_eval, retrieval_eval, to_device
 from .qft import QFT, compile_blocks, cosine_lr, param_count
 
 log = logging.getLogger("qft")
@@ -120,54 +121,6 @@ def holdout(studies: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
                     is_out.sum(), len(is_out))
         train, held = np.flatnonzero(~is_out), np.flatnonzero(is_out)
     return train, held
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-# ----------------------------------------------------------------------------------------------------
-# evaluation: image-report retrieval on held-out studies
-
-
-@torch.no_grad()
-def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, device: torch.device,
-                   batch_size: int, autocast=contextlib.nullcontext, labels: dict | None = None) -> dict:
-    """Top-1 image->report and report->image accuracy among ``indices`` (un-augmented views). Retrieving a
-    report with exactly the same text as the true one counts as a hit (templated normals are common);
-    ``chance`` is the expected accuracy of a random ranking under that rule.
-
-    With ``labels`` (report_id -> set of positive labels, e.g. CheXpert) also the label-aware top-1: a hit
-    when the retrieved report has the same label set as the true one. Differently worded reports of the same
-    findings (every normal study, say) cannot be told apart from the image, so the exact metric is capped
-    well below 1; ``label_chance`` is the label-aware accuracy of a random ranking."""
-    was_training = model.training
-    model.eval()
-    ds, collate = StudyDataset(corpus, data_cfg), Collate(corpus.tokenizer.pad_id)
-    imgs, txts, keys = [], [], []
-    for lo in range(0, len(indices), batch_size):
-        items = [ds[(int(i), 0)] for i in indices[lo:lo + batch_size]]
-        b = to_device(collate(items), device)
-        with autocast():
-            imgs.append(model.encode_image(b["image0"], b["image1"]).embedding.float())
-            txts.append(model.encode_text(b["report"], b["report_mask"]).float())
-        # exact-text keys even when training keys studies by label set (ModelConfig.negatives)
-        keys.append(torch.tensor([report_key(x["report"]) for x in items], device=device))
-    sim = torch.cat(imgs) @ torch.cat(txts).t()  # (n images, n reports)
-    key = torch.cat(keys)
-    same = (key[:, None] == key[None, :]).float()  # (n, n) identical report text
-    model.train(was_training)
-    out = {"i2t_top1": (key[sim.argmax(1)] == key).float().mean().item(),
-           "t2i_top1": (key[sim.argmax(0)] == key).float().mean().item(), "n": sim.shape[0],
-           "chance": same.mean().item()}
-    if labels:
-        sets = [labels.get(corpus.studies[int(i)].report_id) for i in indices]
-        ids = {x: j for j, x in enumerate(dict.fromkeys(sets))}
-        lab = torch.tensor([ids[x] if x is not None else -1 - j for j, x in enumerate(sets)], device=sim.device)
-        out.update({"i2t_label_top1": (lab[sim.argmax(1)] == lab).float().mean().item(),
-                    "t2i_label_top1": (lab[sim.argmax(0)] == lab).float().mean().item(),
-                    "label_chance": (lab[:, None] == lab[None, :]).float().mean().item()})
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -268,7 +221,7 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     metrics_path = out / "metrics.csv"
     fields = ["step", "lr", "loss", "itc", "qrc", "lm_coarse", "lm_middle", "lm_fine", "grad_norm",
               "samples_per_s", "mfu", "i2t_top1", "t2i_top1", "chance", "i2t_label_top1", "t2i_label_top1",
-              "label_chance"]
+              "label_chance", "vqa_n", "vqa_auroc", "vqa_bal_acc", "vqa_auroc_shuffled", "vqa_bal_acc_shuffled"]
     writer = None
     if rank == 0:
         new = not metrics_path.exists() or start == 0
@@ -301,6 +254,12 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
                 log.info("step %d: held-out label-aware retrieval top-1 (same CheXpert positives) image->report "
                          "%.3f report->image %.3f (chance %.3f)", step, r["i2t_label_top1"], r["t2i_label_top1"],
                          r["label_chance"])
+            v = closed_vqa_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast, tc.seed)
+            if v:
+                log.info("step %d: held-out closed VQA (%d yes/no questions, %d yes): AUROC %.3f, balanced accuracy "
+                         "%.3f; with the images shuffled among studies %.3f / %.3f", step, v["vqa_n"], v["vqa_yes"],
+                         v["vqa_auroc"], v["vqa_bal_acc"], v["vqa_auroc_shuffled"], v["vqa_bal_acc_shuffled"])
+            r = {**r, **v}
             record({"step": step, **r})
         else:
             r = {}

@@ -13,7 +13,8 @@ from safetensors import safe_open
 from model.cli import main
 from model.config import load_config
 from model.data.tables import Study
-from model.finetune.classify import auroc, fit_logistic, label_targets
+from model.evaluate import auroc
+from model.finetune.classify import fit_logistic, label_targets
 from model.synthetic import make_corpus
 from model.train import pretrain
 from model_shapes import micro

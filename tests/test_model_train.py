@@ -39,6 +39,7 @@ def test_pretrain_writes_checkpoint_log_metrics_and_reloads(tmp_path, corpus):
     cfg = load_config("tiny", SMALL)
     s = pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "run", progress=False)
     assert s["step"] == 6 and s["retrieval"]["n"] == 8 and s["flops_per_sample"] > 0
+    assert s["retrieval"]["vqa_n"] > 0 and 0 <= s["retrieval"]["vqa_auroc_shuffled"] <= 1
     ck = tmp_path / "run" / "checkpoint"
     assert {p.name for p in ck.iterdir()} >= {"model.safetensors", "optimizer.safetensors", "optimizer.json",
                                               "trainer.json", "config.json", "tokenizer"}
@@ -156,7 +157,7 @@ def test_retrieval_eval_label_aware_metric(tmp_path):
     from model.data.dataset import build_corpus
     from model.data.tables import load_label_sets
     from model.qft import QFT
-    from model.train import retrieval_eval
+    from model.evaluate import retrieval_eval
 
     make_corpus(tmp_path / "data", tmp_path / "images", n_studies=12, size=40, seed=3, labels=False)
     cfg = load_config("tiny", SMALL)
@@ -194,3 +195,42 @@ def test_cli_compile_flag_sets_scope():
     from model.cli import _overrides
     assert _overrides(argparse.Namespace(compile="blocks")) == {"train.compile": True, "train.compile_scope": "blocks"}
     assert _overrides(argparse.Namespace(compile=None)) == {}
+
+
+def test_closed_vqa_reads_each_question_at_its_sep_and_shuffles_images(tmp_path, monkeypatch):
+    import numpy as np
+
+    from model.data.dataset import build_corpus
+    from model.evaluate import closed_questions, closed_vqa_eval, yes_no_scores
+    from model.qft import QFT
+
+    make_corpus(tmp_path / "data", tmp_path / "images", n_studies=12, size=40, seed=5)
+    cfg = load_config("tiny", SMALL)
+    c = build_corpus(tmp_path / "data", tmp_path / "images", tmp_path / "cache", 32, cfg.data, progress=False)
+    idx = np.arange(len(c.studies))
+    study, questions, answers = closed_questions(c, idx)
+    # every fifth synthetic study has no fine pair; the others ask yes/no about each of the 5 findings
+    assert len(study) == 5 * sum(k % 5 != 0 for k in range(12)) and set(answers.tolist()) == {0, 1}
+    assert len(closed_questions(c, idx[:2])[0]) == 5  # only the studies asked for (study 0 has none)
+    torch.manual_seed(0)
+    model = QFT(cfg.model, c.tokenizer.vocab_size, c.tokenizer.pad_id, c.tokenizer.bos_id, c.tokenizer.eos_id).eval()
+    ctx = torch.randn(3, 2 * (1 + cfg.model.num_queries), 32)
+    qs = [questions[0], questions[1][:3], questions[2][:5]]  # three lengths: right padding in a batch
+    together = yes_no_scores(model, c.tokenizer, qs, ctx, cfg.data.fine_tokens)
+    alone = torch.cat([yes_no_scores(model, c.tokenizer, [q], ctx[j:j + 1], cfg.data.fine_tokens)
+                       for j, q in enumerate(qs)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    r = closed_vqa_eval(model, c, cfg.data, idx, torch.device("cpu"), 4)
+    assert r["vqa_n"] == len(study) and r["vqa_yes"] == answers.sum()
+    assert r["vqa_auroc"] != r["vqa_auroc_shuffled"]  # the images differ, so do the scores
+    # a decoder context that ignores the image: shuffling the images changes nothing
+    real = QFT.encode_image
+
+    def blind(self, *views):
+        f = real(self, *views)
+        f.decoder_context = torch.zeros_like(f.decoder_context)
+        return f
+
+    monkeypatch.setattr(QFT, "encode_image", blind)
+    r = closed_vqa_eval(model, c, cfg.data, idx, torch.device("cpu"), 4)
+    assert r["vqa_auroc"] == r["vqa_auroc_shuffled"] and r["vqa_bal_acc"] == r["vqa_bal_acc_shuffled"]

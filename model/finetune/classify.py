@@ -38,6 +38,7 @@ from ..checkpoint import load_pretrained
 from ..data.cache import ImageCache
 from ..data.dataset import attach_images
 from ..data.tables import Study, load_studies
+from ..evaluate import auroc
 from ..qft import QFT
 from .heads import ClassificationHead, load_labels, multilabel_loss, pooled_features
 
@@ -91,25 +92,6 @@ def load_labelled_images(data_dir: str | Path, images: str | Path, cache_root: s
 
 # ----------------------------------------------------------------------------------------------------
 # scoring
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties count half); NaN unless both classes occur."""
-    pos = labels == 1
-    n_pos, n_neg = int(pos.sum()), int((labels == 0).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    s = scores[(labels == 0) | pos]
-    pos = pos[(labels == 0) | pos]
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), np.float64)
-    sorted_s = s[order]
-    # average rank of each run of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    avg = (starts + ends + 1) / 2.0  # 1-based ranks
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def score_split(probs: np.ndarray, targets: np.ndarray, names: list[str]) -> dict:

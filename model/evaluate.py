@@ -1,0 +1,164 @@
+"""Held-out evaluation of a pre-trained QFT, no labels needed beyond the QA tables:
+
+- image-report retrieval (top-1 both ways; exact report text, and label-aware when labels.parquet exists);
+- closed visual question answering: the decoder's score for "yes" vs "no" as the first answer token of every
+  held-out closed fine question ("Is there a pleural effusion?"), as AUROC and balanced accuracy. The same is
+  computed with the images shuffled among the studies: what remains then is the question prior; the gap is
+  what the answer owes to the image.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from .data.dataset import Collate, Corpus, StudyDataset, report_key
+from .qft import QFT
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of scores for labels 1 vs 0 (Mann-Whitney U, ties count half; other label
+    values are ignored); NaN unless both classes occur."""
+    keep = (labels == 0) | (labels == 1)
+    s, pos = np.asarray(scores, np.float64)[keep], np.asarray(labels)[keep] == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])  # runs of equal scores
+    ends = np.r_[starts[1:], len(s)]
+    ranks = np.empty(len(s), np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # average 1-based rank of each run
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+
+
+@torch.no_grad()
+def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, device: torch.device,
+                   batch_size: int, autocast=contextlib.nullcontext, labels: dict | None = None) -> dict:
+    """Top-1 image->report and report->image accuracy among ``indices`` (un-augmented views). Retrieving a
+    report with exactly the same text as the true one counts as a hit (templated normals are common);
+    ``chance`` is the expected accuracy of a random ranking under that rule.
+
+    With ``labels`` (report_id -> set of positive labels, e.g. CheXpert) also the label-aware top-1: a hit
+    when the retrieved report has the same label set as the true one. Differently worded reports of the same
+    findings (every normal study, say) cannot be told apart from the image, so the exact metric is capped
+    well below 1; ``label_chance`` is the label-aware accuracy of a random ranking."""
+    was_training = model.training
+    model.eval()
+    ds, collate = StudyDataset(corpus, data_cfg), Collate(corpus.tokenizer.pad_id)
+    imgs, txts, keys = [], [], []
+    for lo in range(0, len(indices), batch_size):
+        items = [ds[(int(i), 0)] for i in indices[lo:lo + batch_size]]
+        b = to_device(collate(items), device)
+        with autocast():
+            imgs.append(model.encode_image(b["image0"], b["image1"]).embedding.float())
+            txts.append(model.encode_text(b["report"], b["report_mask"]).float())
+        # exact-text keys even when training keys studies by label set (ModelConfig.negatives)
+        keys.append(torch.tensor([report_key(x["report"]) for x in items], device=device))
+    sim = torch.cat(imgs) @ torch.cat(txts).t()  # (n images, n reports)
+    key = torch.cat(keys)
+    same = (key[:, None] == key[None, :]).float()  # (n, n) identical report text
+    model.train(was_training)
+    out = {"i2t_top1": (key[sim.argmax(1)] == key).float().mean().item(),
+           "t2i_top1": (key[sim.argmax(0)] == key).float().mean().item(), "n": sim.shape[0],
+           "chance": same.mean().item()}
+    if labels:
+        sets = [labels.get(corpus.studies[int(i)].report_id) for i in indices]
+        ids = {x: j for j, x in enumerate(dict.fromkeys(sets))}
+        lab = torch.tensor([ids[x] if x is not None else -1 - j for j, x in enumerate(sets)], device=sim.device)
+        out.update({"i2t_label_top1": (lab[sim.argmax(1)] == lab).float().mean().item(),
+                    "t2i_label_top1": (lab[sim.argmax(0)] == lab).float().mean().item(),
+                    "label_chance": (lab[:, None] == lab[None, :]).float().mean().item()})
+    return out
+
+
+
+
+# ----------------------------------------------------------------------------------------------------
+# closed VQA on held-out studies
+
+
+def closed_questions(corpus: Corpus, indices: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(study of each question, question tokens, answer 1 = yes / 0 = no) for the fine pairs of ``indices``
+    whose whole answer is the single token 'yes' or 'no'."""
+    tok = corpus.tokenizer
+    yes, no = tok.encode(["yes", "no"])
+    if len(yes) != 1 or len(no) != 1:  # a tokenizer without whole-word yes/no: nothing to score this way
+        return np.zeros(0, np.int64), [], np.zeros(0, np.int64)
+    span, qa_q, qa_a = corpus.qa_span["fine"], corpus.qa_q["fine"], corpus.qa_a["fine"]
+    study, questions, answers = [], [], []
+    for i in indices:
+        for k in range(*span[i]):
+            a = qa_a[k]
+            if len(a) == 1 and a[0] in (yes[0], no[0]):
+                study.append(int(i))
+                questions.append(qa_q[k])
+                answers.append(int(a[0] == yes[0]))
+    return np.array(study, np.int64), questions, np.array(answers, np.int64)
+
+
+@torch.no_grad()
+def closed_vqa_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, device: torch.device,
+                    batch_size: int, autocast=contextlib.nullcontext, seed: int = 0) -> dict:
+    """AUROC and balanced accuracy of logit('yes') - logit('no') after "[BOS] question [SEP]", on the true images
+    and on images shuffled among ``indices`` (a fixed derangement: every question sees another study)."""
+    study, questions, answers = closed_questions(corpus, indices)
+    if len(study) == 0 or len(indices) < 2:
+        return {}
+    tok = corpus.tokenizer
+    was_training = model.training
+    model.eval()
+    ds, collate = StudyDataset(corpus, data_cfg), Collate(tok.pad_id)
+    # image context of every held-out study, computed once
+    ctx = {}
+    for lo in range(0, len(indices), batch_size):
+        part = [int(i) for i in indices[lo:lo + batch_size]]
+        b = to_device(collate([ds[(i, 0)] for i in part]), device)
+        with autocast():
+            c = model.encode_image(b["image0"], b["image1"]).decoder_context
+        ctx.update({i: c[j] for j, i in enumerate(part)})
+    order = np.asarray(indices, np.int64)
+    perm = np.random.default_rng(seed).permutation(len(order))
+    shift = {int(order[p]): int(order[perm[(j + 1) % len(perm)]]) for j, p in enumerate(perm)}  # a cycle: no fixed point
+    scores = {"true": [], "shuffled": []}
+    for lo in range(0, len(study), batch_size):
+        qs = questions[lo:lo + batch_size]
+        for name, which in (("true", lambda i: i), ("shuffled", lambda i: shift[i])):
+            context = torch.stack([ctx[which(int(i))] for i in study[lo:lo + batch_size]])
+            scores[name].append(yes_no_scores(model, tok, qs, context, data_cfg.fine_tokens, autocast))
+    model.train(was_training)
+    out = {"vqa_n": len(answers), "vqa_yes": int(answers.sum())}
+    for name, suffix in (("true", ""), ("shuffled", "_shuffled")):
+        s = torch.cat(scores[name]).numpy()
+        pred = s > 0
+        recall_yes = pred[answers == 1].mean() if answers.any() else float("nan")
+        recall_no = (~pred[answers == 0]).mean() if (answers == 0).any() else float("nan")
+        out["vqa_auroc" + suffix] = auroc(s, answers)
+        out["vqa_bal_acc" + suffix] = float(np.nanmean([recall_yes, recall_no]))
+    return out
+
+
+@torch.no_grad()
+def yes_no_scores(model: QFT, tok, questions: list[np.ndarray], context: torch.Tensor, max_tokens: int,
+                  autocast=contextlib.nullcontext) -> torch.Tensor:
+    """(len(questions),) logit('yes') - logit('no') for the first answer token after "[BOS] question [SEP]"
+    (the training layout; right-padded, so each row is read at its own [SEP]). context: (B, T, Hd)."""
+    yes, no = (tok.encode([w])[0][0] for w in ("yes", "no"))
+    qs = [np.concatenate([[tok.bos_id], q[: max(1, max_tokens // 2 - 2)], [tok.sep_id]]) for q in questions]
+    lengths = torch.tensor([len(q) for q in qs])
+    ids = torch.full((len(qs), int(lengths.max())), tok.pad_id, dtype=torch.long)
+    for j, q in enumerate(qs):
+        ids[j, : len(q)] = torch.from_numpy(q.astype(np.int64))
+    ids = ids.to(context.device)
+    with autocast():
+        rows, last = torch.arange(len(qs), device=context.device), lengths.to(context.device) - 1
+        logits = model.decoder_logits(ids, context)[rows, last].float()
+    return (logits[:, yes] - logits[:, no]).cpu()
