@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test qa bench pretrain finetune phantom clean chromium
+.PHONY: install test qa bench pretrain downstream phantom clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,13 +41,15 @@ pretrain: $(STAMP)
 	$(BIN)/qa-build out/phantom/files out/phantom_qa --split-file out/phantom/mimic-cxr-2.0.0-split.csv
 	$(BIN)/python -m model.cli pretrain --data out/phantom_qa --images out/phantom --config tiny --out runs/tiny
 
-# Downstream check of the pre-training: a linear probe for the CheXpert labels qa-build derived from the
-# reports (held-out AUROC), on the pre-trained checkpoint and on the same architecture untrained.
-FT_ARGS := --data out/phantom_qa --images out/phantom --cache runs/tiny/cache --no-progress
-finetune: $(STAMP)
+# Downstream checks of `make pretrain`'s checkpoint: a linear probe for the CheXpert labels qa-build derived
+# from the reports (held-out AUROC), on the checkpoint and on the same architecture untrained; then the
+# decoder's answers to every held-out QA pair, scored against the references.
+DS_ARGS := --data out/phantom_qa --images out/phantom --cache runs/tiny/cache --no-progress
+downstream: $(STAMP)
 	@test -f runs/tiny/checkpoint/model.safetensors || $(MAKE) pretrain
-	$(BIN)/qft finetune --checkpoint runs/tiny/checkpoint $(FT_ARGS) --out runs/tiny_probe
-	$(BIN)/qft finetune --checkpoint runs/tiny/checkpoint $(FT_ARGS) --out runs/tiny_probe_random --random-init
+	$(BIN)/qft finetune --checkpoint runs/tiny/checkpoint $(DS_ARGS) --out runs/tiny_probe
+	$(BIN)/qft finetune --checkpoint runs/tiny/checkpoint $(DS_ARGS) --out runs/tiny_probe_random --random-init
+	$(BIN)/qft answer --checkpoint runs/tiny/checkpoint $(DS_ARGS) --out runs/tiny_answers
 
 clean:
 	rm -rf out runs

@@ -1,7 +1,8 @@
-"""Command line: ``qft pretrain | finetune | prepare | synth`` (also ``python -m model.cli ...``).
+"""Command line: ``qft pretrain | finetune | answer | prepare | synth`` (also ``python -m model.cli ...``).
 
     qft pretrain --data OUT --images IMAGES --config tiny --out runs/tiny
     qft finetune --checkpoint runs/tiny/checkpoint --data OUT --images IMAGES --out runs/tiny_probe [--mode full]
+    qft answer   --checkpoint runs/tiny/checkpoint --data OUT --images IMAGES --out runs/tiny_answers
     torchrun --nproc_per_node 8 -m model.cli pretrain --data OUT --images IMAGES --config base --out runs/base
     qft prepare  --data OUT --images IMAGES --config base --cache CACHE --workers 16   # image cache only
     qft synth    DATA IMAGES --studies 400                                             # tiny synthetic corpus
@@ -86,6 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("answer", help="answer the held-out QA pairs with a checkpoint (greedy) and score them")
+    p.add_argument("--checkpoint", required=True, help="a pre-training checkpoint folder (runs/<config>/checkpoint)")
+    p.add_argument("--data", required=True, help="folder with reports.parquet and qa.parquet")
+    p.add_argument("--images", required=True, help="image root or CSV, as for pretrain")
+    p.add_argument("--out", required=True, help="folder for answers.csv and metrics.json")
+    p.add_argument("--granularity", action="append", choices=["coarse", "middle", "fine"],
+                   help="which pairs (repeatable; default all three)")
+    p.add_argument("--max-studies", type=int, default=None, help="answer for the first N held-out studies only")
+    p.add_argument("--cache", default=None, help="image cache folder (default OUT/cache; reuse the pre-training's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("prepare", help="decode + resize all images into the uint8 cache (parallel, resumable)")
     _data_args(p)
     p.add_argument("--size", type=int, default=None, help="image size (default: the config's)")
@@ -107,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.cmd == "finetune":
             return _finetune(a)
+        if a.cmd == "answer":
+            return _answer(a)
         from .config import load_config
         cfg = load_config(a.config, _overrides(a))
         if a.cmd == "prepare":
@@ -136,6 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
         print(f"qft {a.cmd}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _answer(a) -> int:
+    from pathlib import Path
+
+    from .finetune.answer import answer_held_out
+    if not (Path(a.checkpoint) / "model.safetensors").exists():
+        raise FileNotFoundError(f"{a.checkpoint}: not a checkpoint folder (no model.safetensors)")
+    m = answer_held_out(a.checkpoint, a.data, a.images, a.out,
+                        granularities=tuple(a.granularity or ("coarse", "middle", "fine")), max_studies=a.max_studies,
+                        cache=a.cache, device=a.device, batch_size=a.batch_size, workers=a.workers,
+                        progress=not a.no_progress)
+    print(f"{'granularity':<12}{'pairs':>7}{'exact':>8}{'token F1':>10}{'yes/no acc':>12}")
+    for g in ("coarse", "middle", "fine"):
+        if g in m:
+            r = m[g]
+            yn = f"{r['yes_no_accuracy']:.3f} ({r['yes_no_n']})" if "yes_no_n" in r else "-"
+            print(f"{g:<12}{r['n']:>7}{r['exact']:>8.3f}{r['token_f1']:>10.3f}{yn:>12}")
+    print(f"answers of {m['studies']} held-out studies in {a.out}/answers.csv")
+    return 0
 
 
 def _finetune(a) -> int:

@@ -93,6 +93,14 @@ def join_images(studies: list[Study], records: list[ImageRecord]) -> tuple[list[
     return [studies[i] for i in keep], [imgs[i] for i in keep]
 
 
+def stack_views(cache: ImageCache, view0: np.ndarray, view1: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (len(idx), S, S) twice: both views of each study in ``idx`` (the first one again where view1 < 0)."""
+    v0, v1 = view0[idx], view1[idx]
+    a = torch.from_numpy(np.stack([cache[r] for r in v0]))
+    b = torch.from_numpy(np.stack([cache[r if r >= 0 else r0] for r, r0 in zip(v1, v0)]))
+    return a, b
+
+
 def _truncate_pair(q: np.ndarray, a: np.ndarray, max_tokens: int) -> tuple[np.ndarray, np.ndarray, bool]:
     """Fit [BOS] q [SEP] a [EOS] into max_tokens: the question gets at most half, the answer the rest."""
     q = q[: max(1, max_tokens // 2 - 2)]

@@ -33,8 +33,8 @@ class TextTokenizer:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self.tok.decode([i for i in ids if i not in (self.pad_id, self.bos_id, self.eos_id)],
-                               skip_special_tokens=True)
+        specials = (self.pad_id, self.bos_id, self.eos_id, self.cls_id, self.sep_id)
+        return self.tok.decode([i for i in ids if i not in specials], skip_special_tokens=True)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

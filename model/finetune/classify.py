@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from ..augment import augment
 from ..checkpoint import load_pretrained
 from ..data.cache import ImageCache
-from ..data.dataset import attach_images
+from ..data.dataset import attach_images, stack_views
 from ..data.tables import Study, load_studies
 from ..evaluate import auroc
 from ..qft import QFT
@@ -56,11 +56,7 @@ class LabelledImages:
     targets: np.ndarray  # (n, L) float32: 1, 0, or -1 = not scored (uncertain under 'ignore')
 
     def views(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 (len(idx), S, S) twice: the two views of each study (the first one again if it has one)."""
-        v0, v1 = self.view0[idx], self.view1[idx]
-        a = torch.from_numpy(np.stack([self.cache[r] for r in v0]))
-        b = torch.from_numpy(np.stack([self.cache[r if r >= 0 else r0] for r, r0 in zip(v1, v0)]))
-        return a, b
+        return stack_views(self.cache, self.view0, self.view1, idx)
 
 
 def label_targets(studies: list[Study], data_dir: str | Path, scheme: str = "chexpert",

@@ -1,4 +1,5 @@
-"""Classification fine-tuning on a checkpoint: AUROC, label policies, the probe's fit, `qft finetune` end to end."""
+"""Downstream use of a checkpoint: classification fine-tuning (AUROC, label policies, the probe's fit, `qft finetune`)
+and answering held-out QA pairs (`qft answer`)."""
 import csv
 import itertools
 import json
@@ -132,3 +133,48 @@ def test_finetune_errors_are_one_line(run, tmp_path, capsys):
                  "--cache", str(run / "run" / "cache")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no rows with scheme 'chestxray14'" in err and "\n" not in err
+
+
+def test_answer_scores_normalise_and_count_overlap():
+    from model.finetune.answer import normalise, score_answers, token_f1
+
+    assert normalise("  No  pleural effusion, or pneumothorax. ") == "no pleural effusion or pneumothorax"
+    assert token_f1("small left effusion", "Left pleural effusion.") == pytest.approx(2 / 3)
+    assert token_f1("", "") == 1.0 and token_f1("yes", "no") == 0.0
+    rows = [{"granularity": "fine", "reference": "yes", "answer": "Yes, small.", "exact": False, "f1": 0.5},
+            {"granularity": "fine", "reference": "no", "answer": "no", "exact": True, "f1": 1.0},
+            {"granularity": "fine", "reference": "left base", "answer": "", "exact": False, "f1": 0.0},
+            {"granularity": "coarse", "reference": "The heart is normal.", "answer": "the heart is normal",
+             "exact": True, "f1": 1.0}]
+    m = score_answers(rows)
+    assert m["fine"] == {"n": 3, "exact": 0.3333, "token_f1": 0.5, "yes_no_n": 2, "yes_no_accuracy": 1.0}
+    assert m["coarse"] == {"n": 1, "exact": 1.0, "token_f1": 1.0} and "middle" not in m
+
+
+def test_qft_answer_writes_one_row_per_held_out_pair(run, capsys):
+    import pyarrow.parquet as pq
+
+    out = run / "answers"
+    assert main(["answer", "--checkpoint", str(run / "run" / "checkpoint"), "--data", str(run / "data"),
+                 "--images", str(run / "images"), "--out", str(out), "--cache", str(run / "run" / "cache"),
+                 "--granularity", "fine", "--granularity", "coarse", "--no-progress"]) == 0
+    assert "yes/no acc" in capsys.readouterr().out
+    qa = pq.read_table(run / "data" / "qa.parquet").to_pylist()
+    held = [r for r in qa if r["split"] in ("validate", "test") and r["granularity"] in ("fine", "coarse")]
+    with open(out / "answers.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(held) and {r["granularity"] for r in rows} == {"fine", "coarse"}
+    assert sorted((r["report_id"], r["question"], r["reference"]) for r in rows) == \
+        sorted((r["report_id"], r["question"], r["answer"]) for r in held)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["studies"] == 24 and m["fine"]["n"] == sum(r["granularity"] == "fine" for r in rows)
+    assert m["fine"]["yes_no_n"] == sum(r["reference"] in ("yes", "no") for r in rows) > 0
+    # --max-studies limits the studies, bad input is one line
+    assert main(["answer", "--checkpoint", str(run / "run" / "checkpoint"), "--data", str(run / "data"),
+                 "--images", str(run / "images"), "--out", str(run / "answers2"), "--cache", str(run / "run" / "cache"),
+                 "--max-studies", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert json.loads((run / "answers2" / "metrics.json").read_text())["studies"] == 2
+    assert main(["answer", "--checkpoint", str(run), "--data", str(run / "data"), "--images", str(run / "images"),
+                 "--out", str(run / "answers3")]) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err
