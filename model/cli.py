@@ -46,6 +46,25 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=JSON", help="override any config field")
 
 
+def _checkpoint_args(p: argparse.ArgumentParser, data_help: str, out_help: str) -> None:
+    """Arguments of the commands that use a pre-trained checkpoint on a data folder."""
+    p.add_argument("--checkpoint", required=True, help="a pre-training checkpoint folder (runs/<config>/checkpoint)")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--images", required=True, help="image root or CSV, as for pretrain")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--cache", default=None, help="image cache folder (default OUT/cache; reuse the pre-training's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _require_checkpoint(folder: str) -> None:
+    from pathlib import Path
+
+    if not (Path(folder) / "model.safetensors").exists():
+        raise FileNotFoundError(f"{folder}: not a checkpoint folder (no model.safetensors)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="qft", description="QFT vision-language pre-training on QA Parquet tables")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -67,39 +86,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("finetune", help="multi-label classification on a checkpoint (labels.parquet), AUROC")
-    p.add_argument("--checkpoint", required=True, help="a pre-training checkpoint folder (runs/<config>/checkpoint)")
-    p.add_argument("--data", required=True, help="folder with reports.parquet, qa.parquet and labels.parquet")
-    p.add_argument("--images", required=True, help="image root or CSV, as for pretrain")
-    p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv, head.safetensors")
+    _checkpoint_args(p, "folder with reports.parquet, qa.parquet and labels.parquet",
+                     "folder for metrics.json, predictions.csv, head.safetensors")
     p.add_argument("--mode", choices=["probe", "full"], default="probe",
                    help="probe: frozen encoder + logistic regression; full: train the encoder too")
     p.add_argument("--random-init", action="store_true", help="untrained weights of the same architecture (baseline)")
     p.add_argument("--scheme", default="chexpert", help="labels.parquet scheme: chexpert | chestxray14")
     p.add_argument("--uncertain", choices=["ignore", "ones", "zeros"], default="ignore",
                    help="uncertain labels: left out, positive (U-Ones) or negative (U-Zeros)")
-    p.add_argument("--cache", default=None, help="image cache folder (default OUT/cache; reuse the pre-training's)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--l2", type=float, default=1e-2, help="probe: L2 penalty on the standardised features")
     p.add_argument("--epochs", type=int, default=10, help="full: passes over the train split")
     p.add_argument("--batch-size", type=int, default=32, help="full")
     p.add_argument("--lr", type=float, default=1e-4, help="full: encoder learning rate (the new classifier: 10x)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache")
-    p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("answer", help="answer the held-out QA pairs with a checkpoint (greedy) and score them")
-    p.add_argument("--checkpoint", required=True, help="a pre-training checkpoint folder (runs/<config>/checkpoint)")
-    p.add_argument("--data", required=True, help="folder with reports.parquet and qa.parquet")
-    p.add_argument("--images", required=True, help="image root or CSV, as for pretrain")
-    p.add_argument("--out", required=True, help="folder for answers.csv and metrics.json")
+    _checkpoint_args(p, "folder with reports.parquet and qa.parquet", "folder for answers.csv and metrics.json")
     p.add_argument("--granularity", action="append", choices=["coarse", "middle", "fine"],
                    help="which pairs (repeatable; default all three)")
     p.add_argument("--max-studies", type=int, default=None, help="answer for the first N held-out studies only")
-    p.add_argument("--cache", default=None, help="image cache folder (default OUT/cache; reuse the pre-training's)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="image decoding processes for the cache")
-    p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("prepare", help="decode + resize all images into the uint8 cache (parallel, resumable)")
     _data_args(p)
@@ -156,11 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _answer(a) -> int:
-    from pathlib import Path
-
     from .finetune.answer import answer_held_out
-    if not (Path(a.checkpoint) / "model.safetensors").exists():
-        raise FileNotFoundError(f"{a.checkpoint}: not a checkpoint folder (no model.safetensors)")
+    _require_checkpoint(a.checkpoint)
     m = answer_held_out(a.checkpoint, a.data, a.images, a.out,
                         granularities=tuple(a.granularity or ("coarse", "middle", "fine")), max_studies=a.max_studies,
                         cache=a.cache, device=a.device, batch_size=a.batch_size, workers=a.workers,
@@ -176,11 +179,8 @@ def _answer(a) -> int:
 
 
 def _finetune(a) -> int:
-    from pathlib import Path
-
     from .finetune.classify import finetune_classifier
-    if not (Path(a.checkpoint) / "model.safetensors").exists():
-        raise FileNotFoundError(f"{a.checkpoint}: not a checkpoint folder (no model.safetensors)")
+    _require_checkpoint(a.checkpoint)
     m = finetune_classifier(a.checkpoint, a.data, a.images, a.out, mode=a.mode, random_init=a.random_init,
                             scheme=a.scheme, uncertain=a.uncertain, cache=a.cache, device=a.device, l2=a.l2,
                             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, workers=a.workers,
