@@ -45,10 +45,10 @@ def test_label_targets_blank_is_negative_and_uncertain_follows_the_policy(tmp_pa
     studies = [Study(r, r, None, "text", "train") for r in ("r1", "r2", "r3")]  # r3: no label rows at all
     names, y = label_targets(studies, tmp_path)
     assert names == ["Atelectasis", "Edema"]
-    assert y.tolist() == [[-1, 1], [0, 0], [0, 0]]
+    assert y.tolist() == [[-1, 1], [0, 0], [-1, -1]]  # r2 never mentions Edema: negative; r3 unlabelled
     assert label_targets(studies, tmp_path, uncertain="ones")[1][0].tolist() == [1, 1]
     assert label_targets(studies, tmp_path, uncertain="zeros")[1][0].tolist() == [0, 1]
-    assert label_targets(studies, tmp_path, scheme="chestxray14")[1].tolist() == [[0], [1], [0]]
+    assert label_targets(studies, tmp_path, scheme="chestxray14")[1].tolist() == [[-1], [1], [-1]]
     with pytest.raises(ValueError, match="no rows with scheme 'other'"):
         label_targets(studies, tmp_path, scheme="other")
     with pytest.raises(FileNotFoundError, match="labels.parquet"):

@@ -39,6 +39,8 @@ def test_classification_linear_probe_and_uncertain_labels():
     y = torch.tensor([[1, 0, -1], [0, 1, 1], [1, 1, 0], [0, 0, -2]])
     losses = _fit(head, lambda: multilabel_loss(head(x), y))
     assert losses[-1] < losses[0] * 0.7
+    none_known = multilabel_loss(head(x), torch.full((4, 3), -1))  # a batch without a known label: 0, not NaN
+    assert none_known.item() == 0.0 and none_known.requires_grad
 
 
 def test_segmentation_full_resolution_logits():

@@ -6,7 +6,8 @@
 
 Targets come from ``labels.parquet`` (README schema): 1 positive, 0 negative; a label the report never
 mentions counts as negative (CheXpert's reading of a blank); uncertain (-1) is left out of the loss and
-of the scores unless ``uncertain`` maps it to 1 (U-Ones) or 0 (U-Zeros). Splits are the tables'
+of the scores unless ``uncertain`` maps it to 1 (U-Ones) or 0 (U-Zeros). A report with no row at all
+under the scheme was not labelled and is left out. Splits are the tables'
 (train / validate / test); without validate/test rows 10% of patients are held out, as in pre-training.
 
 ``probe``: frozen encoder, features = mean over views of [global vector, mean QFT token], standardised on
@@ -70,11 +71,19 @@ def label_targets(studies: list[Study], data_dir: str | Path, scheme: str = "che
     names, table = load_labels(data_dir, scheme)
     if not names:
         raise ValueError(f"{path}: no rows with scheme {scheme!r}")
-    y = np.zeros((len(studies), len(names)), np.float32)  # not mentioned (-2) and absent reports: negative
+    # a report absent from the table was not labelled at all (e.g. rejected by the parser): not scored
+    y = np.full((len(studies), len(names)), -1.0, np.float32)
+    absent = 0
     for i, s in enumerate(studies):
-        v = np.asarray(table.get(s.report_id, []), np.float32)
-        if v.size:
-            y[i] = np.where(v == 1, 1.0, np.where(v == -1, UNCERTAIN[uncertain], 0.0))
+        v = table.get(s.report_id)
+        if v is None:
+            absent += 1
+            continue
+        v = np.asarray(v, np.float32)  # 1 / 0 / -1 uncertain / -2 not mentioned (= negative)
+        y[i] = np.where(v == 1, 1.0, np.where(v == -1, UNCERTAIN[uncertain], 0.0))
+    if absent:
+        log.warning("labels: %d of %d studies have no %s labels in %s; left out of training and scoring",
+                    absent, len(studies), scheme, path)
     return names, y
 
 

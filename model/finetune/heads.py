@@ -50,6 +50,8 @@ def pooled_features(f: ImageFeatures) -> torch.Tensor:
 def multilabel_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """BCE over labels in {1, 0}; entries < 0 (uncertain / not mentioned) are ignored."""
     known = labels >= 0
+    if not known.any():  # nothing to learn from in this batch: a zero that keeps the graph
+        return logits.sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits[known], labels[known].float())
 
 
