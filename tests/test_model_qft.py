@@ -190,3 +190,29 @@ def test_compile_blocks_compiles_each_repeated_block_in_place():
         assert torch.allclose(m(b).loss, ref(b).loss, atol=1e-5)
     compiled = [mod for mod in m.modules() if getattr(mod, "_compiled_call_impl", None) is not None]
     assert len(compiled) == 7 and not any(isinstance(mod, torch.nn.ModuleList) for mod in compiled)
+
+
+def test_base_config_has_the_paper_shapes():
+    """configs/base.json builds the paper's model: ViT-B/16 at 224 (196 patches), 12-layer BERT, 3-layer QFT with
+    32 queries, 12-layer GPT-2 cross-attending to both views' 33 tokens; one training step runs (short texts)."""
+    from model.qft import param_count
+
+    cfg = load_config("base")
+    torch.manual_seed(0)
+    m = QFT(cfg.model, 30522, PAD, BOS, EOS)
+    sizes = {n: sum(p.numel() for p in getattr(m, n).parameters()) / 1e6
+             for n in ("image_encoder", "text_encoder", "qft", "decoder")}
+    assert 85 < sizes["image_encoder"] < 87  # ViT-B/16 without pooler
+    assert 108 < sizes["text_encoder"] < 110  # BERT-base, 30,522 wordpieces, no pooler
+    assert len(m.qft.layers) == 3 and m.qft.queries.shape == (1, 32, 768)
+    assert m.decoder.config.n_layer == 12 and m.decoder.config.add_cross_attention
+    assert m.momentum_encoder is not None and m.image_queue.size == 2048
+    assert 355 < param_count(m) / 1e6 < 370  # 361.7M: the momentum copies are not trainable
+    f = m.encode_image(torch.zeros(1, 224, 224, dtype=torch.uint8))
+    assert f.patch_tokens.shape == (2, 1, 196, 768) and f.query_tokens.shape == (2, 1, 33, 768)
+    assert f.decoder_context.shape == (1, 66, 768)
+    b = batch(B=2, S=224)
+    out = m(b)
+    out.loss.backward()
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.items().values())
+    assert m.image_encoder.backbone.embeddings.patch_embeddings.projection.weight.grad is not None
