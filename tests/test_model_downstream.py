@@ -178,3 +178,21 @@ def test_qft_answer_writes_one_row_per_held_out_pair(run, capsys):
     assert main(["answer", "--checkpoint", str(run), "--data", str(run / "data"), "--images", str(run / "images"),
                  "--out", str(run / "answers3")]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
+
+
+def test_without_split_columns_downstream_holds_out_the_pretraining_patients(tmp_path):
+    from model.data.tables import load_studies
+    from model.finetune.classify import finetune_classifier
+    from model.train import holdout
+
+    make_corpus(tmp_path / "data", tmp_path / "images", n_studies=60, size=40, seed=6, splits=(1.1, 0.0))
+    cfg = load_config("tiny", {**SMALL, "train.seed": 11})
+    pretrain(cfg, tmp_path / "data", tmp_path / "images", tmp_path / "run", progress=False)
+    studies = load_studies(tmp_path / "data")
+    assert {s.split for s in studies} == {"train"}
+    held = {studies[i].report_id for i in holdout(studies, 11)[1]}
+    assert held != {studies[i].report_id for i in holdout(studies, 5)[1]}
+    finetune_classifier(tmp_path / "run" / "checkpoint", tmp_path / "data", tmp_path / "images", tmp_path / "ft",
+                        cache=tmp_path / "run" / "cache", seed=5, progress=False)
+    with open(tmp_path / "ft" / "predictions.csv") as f:
+        assert {r["report_id"] for r in csv.DictReader(f)} == held

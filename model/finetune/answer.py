@@ -66,7 +66,7 @@ def score_answers(rows: list[dict]) -> dict:
 @torch.no_grad()
 def answer_held_out(checkpoint: str | Path, data_dir: str | Path, images: str | Path, out: str | Path, *,
                     granularities: tuple[str, ...] = GRANULARITIES, max_studies: int | None = None,
-                    cache: str | Path | None = None, device: str = "auto", batch_size: int = 64, seed: int = 0,
+                    cache: str | Path | None = None, device: str = "auto", batch_size: int = 64,
                     workers: int = 2, progress: bool = True) -> dict:
     from ..train import holdout  # the pre-training's held-out rule
 
@@ -81,7 +81,7 @@ def answer_held_out(checkpoint: str | Path, data_dir: str | Path, images: str | 
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     studies, v0, v1, img_cache = attach_images(load_studies(data_dir), images, cache or out / "cache",
                                                cfg.model.image_size, workers, progress)
-    _, held = holdout(studies, seed)
+    _, held = holdout(studies, cfg.train.seed)  # the pre-training's held-out studies, also without split columns
     held = held[:max_studies] if max_studies else held
     # one granularity per batch: it sets the answer length budget
     jobs = {g: [(int(i), q, a) for i in held for q, a in studies[i].qa.get(g, [])] for g in granularities}

@@ -176,7 +176,8 @@ def finetune_classifier(checkpoint: str | Path | None, data_dir: str | Path, ima
 
     data = load_labelled_images(data_dir, images, cache or out / "cache", cfg.model.image_size, scheme, uncertain,
                                 workers, progress)
-    train_idx, held_idx = holdout(data.studies, seed)
+    # the pre-training's split rule and seed: without split columns the same 10 % of patients stay held out
+    train_idx, held_idx = holdout(data.studies, cfg.train.seed)
     split = np.array([s.split for s in data.studies])
     eval_sets = {"held_out": held_idx}
     for name in ("validate", "test"):
