@@ -27,7 +27,7 @@ from .augment import augment
 from .checkpoint import find_checkpoint, load_checkpoint, load_config_from, save_checkpoint
 from .config import QFTConfig
 from .data.dataset import Collate, StepSampler, StudyDataset, build_corpus
-from .data.tables import load_label_sets
+from .data.tables import holdout, load_label_sets
 from .data.tokenizer import TextTokenizer
 from .evaluate import closed_vqa_eval, retrieval_eval, to_device
 from .qft import QFT, compile_blocks, cosine_lr, param_count
@@ -105,22 +105,6 @@ def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.o
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.type == "cuda")
-
-
-def holdout(studies: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, held-out indices) into ``studies``. Held-out = validate/test split; if the tables have
-    none, 10% of patients (hashed) are held out so accuracy is still measured on unseen studies."""
-    split = np.array([s.split for s in studies])
-    train, held = np.flatnonzero(split == "train"), np.flatnonzero(np.isin(split, ("validate", "test")))
-    if len(held) == 0:
-        rng = np.random.default_rng(seed)
-        pats = sorted({s.subject_id or s.report_id for s in studies})
-        out = set(rng.choice(pats, max(1, len(pats) // 10), replace=False).tolist())
-        is_out = np.array([(s.subject_id or s.report_id) in out for s in studies])
-        log.warning("no validate/test studies in qa.parquet: holding out %d of %d studies (10%% of patients)",
-                    is_out.sum(), len(is_out))
-        train, held = np.flatnonzero(~is_out), np.flatnonzero(is_out)
-    return train, held
 
 
 # ----------------------------------------------------------------------------------------------------

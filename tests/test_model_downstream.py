@@ -181,9 +181,8 @@ def test_qft_answer_writes_one_row_per_held_out_pair(run, capsys):
 
 
 def test_without_split_columns_downstream_holds_out_the_pretraining_patients(tmp_path):
-    from model.data.tables import load_studies
+    from model.data.tables import holdout, load_studies
     from model.finetune.classify import finetune_classifier
-    from model.train import holdout
 
     make_corpus(tmp_path / "data", tmp_path / "images", n_studies=60, size=40, seed=6, splits=(1.1, 0.0))
     cfg = load_config("tiny", {**SMALL, "train.seed": 11})

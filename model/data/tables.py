@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 log = logging.getLogger("qft")
@@ -96,3 +97,19 @@ def load_label_sets(data_dir: str | Path, scheme: str = "chexpert") -> dict[str,
             if r["value"] == 1:
                 s.add(r["label"])
     return {k: frozenset(v) for k, v in out.items()}
+
+
+def holdout(studies: list[Study], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices) into ``studies``. Held-out = validate/test split; if the tables have
+    none, 10% of patients (hashed) are held out so accuracy is still measured on unseen studies."""
+    split = np.array([s.split for s in studies])
+    train, held = np.flatnonzero(split == "train"), np.flatnonzero(np.isin(split, ("validate", "test")))
+    if len(held) == 0:
+        rng = np.random.default_rng(seed)
+        pats = sorted({s.subject_id or s.report_id for s in studies})
+        out = set(rng.choice(pats, max(1, len(pats) // 10), replace=False).tolist())
+        is_out = np.array([(s.subject_id or s.report_id) in out for s in studies])
+        log.warning("no validate/test studies in qa.parquet: holding out %d of %d studies (10%% of patients)",
+                    is_out.sum(), len(is_out))
+        train, held = np.flatnonzero(~is_out), np.flatnonzero(is_out)
+    return train, held

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..checkpoint import load_pretrained
 from ..data.dataset import attach_images, stack_views
-from ..data.tables import GRANULARITIES, load_studies
+from ..data.tables import GRANULARITIES, holdout, load_studies
 from .heads import generate_answers
 
 log = logging.getLogger("qft")
@@ -68,8 +68,6 @@ def answer_held_out(checkpoint: str | Path, data_dir: str | Path, images: str | 
                     granularities: tuple[str, ...] = GRANULARITIES, max_studies: int | None = None,
                     cache: str | Path | None = None, device: str = "auto", batch_size: int = 64,
                     workers: int = 2, progress: bool = True) -> dict:
-    from ..train import holdout  # the pre-training's held-out rule
-
     unknown = set(granularities) - set(GRANULARITIES)
     if unknown:
         raise ValueError(f"granularity must be among {GRANULARITIES}, not {sorted(unknown)}")

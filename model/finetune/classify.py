@@ -38,7 +38,7 @@ from ..augment import augment
 from ..checkpoint import load_pretrained
 from ..data.cache import ImageCache
 from ..data.dataset import attach_images, stack_views
-from ..data.tables import Study, load_studies
+from ..data.tables import Study, holdout, load_studies
 from ..evaluate import auroc
 from ..qft import QFT
 from .heads import ClassificationHead, load_labels, multilabel_loss, pooled_features
@@ -161,15 +161,13 @@ def finetune_classifier(checkpoint: str | Path | None, data_dir: str | Path, ima
     """Train a classification head on ``checkpoint``'s image encoder + QFT; returns (and writes) the metrics."""
     if mode not in ("probe", "full"):
         raise ValueError(f"mode must be 'probe' or 'full', not {mode!r}")
-    from ..train import holdout  # the pre-training's held-out rule
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    model, _tok, cfg = load_pretrained(checkpoint, "cpu")
+    model, tok, cfg = load_pretrained(checkpoint, "cpu")
     if random_init:  # the same architecture with fresh weights (seeded)
         torch.manual_seed(seed)
-        model = QFT(cfg.model, _tok.vocab_size, _tok.pad_id, _tok.bos_id, _tok.eos_id).eval()
+        model = QFT(cfg.model, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id).eval()
     model = model.to(dev)
     use_bf16 = dev.type == "cuda" and cfg.train.precision == "bf16"
     autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
