@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,9 +41,39 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 
+@dataclass
+class HeldOut:
+    """The held-out studies encoded once (un-augmented views), for every metric below."""
+    indices: np.ndarray  # (n,) study indices into the corpus
+    image: torch.Tensor  # (n, E) image embeddings (image-report space)
+    report: torch.Tensor  # (n, E) report embeddings
+    keys: torch.Tensor  # (n,) exact report-text keys (also when training keys studies by label set)
+    context: torch.Tensor  # (n, T, Hd) what the decoder cross-attends to
+
+
 @torch.no_grad()
+def encode_held_out(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, device: torch.device,
+                    batch_size: int, autocast=contextlib.nullcontext) -> HeldOut:
+    was_training = model.training
+    model.eval()
+    ds, collate = StudyDataset(corpus, data_cfg), Collate(corpus.tokenizer.pad_id)
+    imgs, txts, keys, ctx = [], [], [], []
+    for lo in range(0, len(indices), batch_size):
+        items = [ds[(int(i), 0)] for i in indices[lo:lo + batch_size]]
+        b = to_device(collate(items), device)
+        with autocast():
+            f = model.encode_image(b["image0"], b["image1"])
+            txts.append(model.encode_text(b["report"], b["report_mask"]).float())
+        imgs.append(f.embedding.float())
+        ctx.append(f.decoder_context)
+        keys.append(torch.tensor([report_key(x["report"]) for x in items], device=device))
+    model.train(was_training)
+    return HeldOut(np.asarray(indices), torch.cat(imgs), torch.cat(txts), torch.cat(keys), torch.cat(ctx))
+
+
 def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, device: torch.device,
-                   batch_size: int, autocast=contextlib.nullcontext, labels: dict | None = None) -> dict:
+                   batch_size: int, autocast=contextlib.nullcontext, labels: dict | None = None,
+                   encoded: HeldOut | None = None) -> dict:
     """Top-1 image->report and report->image accuracy among ``indices`` (un-augmented views). Retrieving a
     report with exactly the same text as the true one counts as a hit (templated normals are common);
     ``chance`` is the expected accuracy of a random ranking under that rule.
@@ -51,35 +82,21 @@ def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, de
     when the retrieved report has the same label set as the true one. Differently worded reports of the same
     findings (every normal study, say) cannot be told apart from the image, so the exact metric is capped
     well below 1; ``label_chance`` is the label-aware accuracy of a random ranking."""
-    was_training = model.training
-    model.eval()
-    ds, collate = StudyDataset(corpus, data_cfg), Collate(corpus.tokenizer.pad_id)
-    imgs, txts, keys = [], [], []
-    for lo in range(0, len(indices), batch_size):
-        items = [ds[(int(i), 0)] for i in indices[lo:lo + batch_size]]
-        b = to_device(collate(items), device)
-        with autocast():
-            imgs.append(model.encode_image(b["image0"], b["image1"]).embedding.float())
-            txts.append(model.encode_text(b["report"], b["report_mask"]).float())
-        # exact-text keys even when training keys studies by label set (ModelConfig.negatives)
-        keys.append(torch.tensor([report_key(x["report"]) for x in items], device=device))
-    sim = torch.cat(imgs) @ torch.cat(txts).t()  # (n images, n reports)
-    key = torch.cat(keys)
+    e = encoded or encode_held_out(model, corpus, data_cfg, indices, device, batch_size, autocast)
+    sim = e.image @ e.report.t()  # (n images, n reports)
+    key = e.keys
     same = (key[:, None] == key[None, :]).float()  # (n, n) identical report text
-    model.train(was_training)
     out = {"i2t_top1": (key[sim.argmax(1)] == key).float().mean().item(),
            "t2i_top1": (key[sim.argmax(0)] == key).float().mean().item(), "n": sim.shape[0],
            "chance": same.mean().item()}
     if labels:
-        sets = [labels.get(corpus.studies[int(i)].report_id) for i in indices]
+        sets = [labels.get(corpus.studies[int(i)].report_id) for i in e.indices]
         ids = {x: j for j, x in enumerate(dict.fromkeys(sets))}
         lab = torch.tensor([ids[x] if x is not None else -1 - j for j, x in enumerate(sets)], device=sim.device)
         out.update({"i2t_label_top1": (lab[sim.argmax(1)] == lab).float().mean().item(),
                     "t2i_label_top1": (lab[sim.argmax(0)] == lab).float().mean().item(),
                     "label_chance": (lab[:, None] == lab[None, :]).float().mean().item()})
     return out
-
-
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -107,24 +124,18 @@ def closed_questions(corpus: Corpus, indices: np.ndarray) -> tuple[np.ndarray, l
 
 @torch.no_grad()
 def closed_vqa_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, device: torch.device,
-                    batch_size: int, autocast=contextlib.nullcontext, seed: int = 0) -> dict:
+                    batch_size: int, autocast=contextlib.nullcontext, seed: int = 0,
+                    encoded: HeldOut | None = None) -> dict:
     """AUROC and balanced accuracy of logit('yes') - logit('no') after "[BOS] question [SEP]", on the true images
     and on images shuffled among ``indices`` (a fixed derangement: every question sees another study)."""
     study, questions, answers = closed_questions(corpus, indices)
     if len(study) == 0 or len(indices) < 2:
         return {}
     tok = corpus.tokenizer
+    e = encoded or encode_held_out(model, corpus, data_cfg, indices, device, batch_size, autocast)
+    ctx = {int(i): c for i, c in zip(e.indices, e.context)}
     was_training = model.training
     model.eval()
-    ds, collate = StudyDataset(corpus, data_cfg), Collate(tok.pad_id)
-    # image context of every held-out study, computed once
-    ctx = {}
-    for lo in range(0, len(indices), batch_size):
-        part = [int(i) for i in indices[lo:lo + batch_size]]
-        b = to_device(collate([ds[(i, 0)] for i in part]), device)
-        with autocast():
-            c = model.encode_image(b["image0"], b["image1"]).decoder_context
-        ctx.update({i: c[j] for j, i in enumerate(part)})
     order = np.asarray(indices, np.int64)
     perm = np.random.default_rng(seed).permutation(len(order))
     shift = {int(order[p]): int(order[perm[(j + 1) % len(perm)]]) for j, p in enumerate(perm)}  # a cycle: no fixed point

@@ -29,7 +29,7 @@ from .config import QFTConfig
 from .data.dataset import Collate, StepSampler, StudyDataset, build_corpus
 from .data.tables import holdout, load_label_sets
 from .data.tokenizer import TextTokenizer
-from .evaluate import closed_vqa_eval, retrieval_eval, to_device
+from .evaluate import closed_vqa_eval, encode_held_out, retrieval_eval, to_device
 from .qft import QFT, compile_blocks, cosine_lr, param_count
 
 log = logging.getLogger("qft")
@@ -231,14 +231,15 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
 
     def evaluate(step: int) -> dict:
         if rank == 0 and len(eval_idx) > 1:
-            r = retrieval_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast, eval_labels)
+            enc = encode_held_out(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast)
+            r = retrieval_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast, eval_labels, enc)
             log.info("step %d: held-out retrieval top-1 image->report %.3f report->image %.3f (n=%d, chance %.3f)",
                      step, r["i2t_top1"], r["t2i_top1"], r["n"], r["chance"])
             if "i2t_label_top1" in r:
                 log.info("step %d: held-out label-aware retrieval top-1 (same CheXpert positives) image->report "
                          "%.3f report->image %.3f (chance %.3f)", step, r["i2t_label_top1"], r["t2i_label_top1"],
                          r["label_chance"])
-            v = closed_vqa_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast, tc.seed)
+            v = closed_vqa_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast, tc.seed, enc)
             if v:
                 log.info("step %d: held-out closed VQA (%d yes/no questions, %d yes): AUROC %.3f, balanced accuracy "
                          "%.3f; with the images shuffled among studies %.3f / %.3f", step, v["vqa_n"], v["vqa_yes"],
