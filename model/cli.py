@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"report->image {r['t2i_label_top1']:.3f} (chance {r['label_chance']:.3f})")
             if "vqa_auroc" in r:  # the decoder's yes/no answers, and the same with images shuffled
                 print(f"held-out closed VQA ({r['vqa_n']} yes/no questions): AUROC {r['vqa_auroc']:.3f}, balanced "
-                      f"accuracy {r['vqa_bal_acc']:.3f}; images shuffled among studies: {r['vqa_auroc_shuffled']:.3f} / "
-                      f"{r['vqa_bal_acc_shuffled']:.3f}")
+                      f"accuracy {r['vqa_bal_acc']:.3f}, within-question AUROC {r['vqa_auroc_within_q']:.3f}; images "
+                      f"shuffled among studies: {r['vqa_auroc_shuffled']:.3f} / {r['vqa_bal_acc_shuffled']:.3f} / "
+                      f"{r['vqa_auroc_within_q_shuffled']:.3f}")
         print(f"checkpoint: {summary['checkpoint']}")
         return 0
     except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback

@@ -4,7 +4,8 @@
 - closed visual question answering: the decoder's score for "yes" vs "no" as the first answer token of every
   held-out closed fine question ("Is there a pleural effusion?"), as AUROC and balanced accuracy. The same is
   computed with the images shuffled among the studies: what remains then is the question prior; the gap is
-  what the answer owes to the image.
+  what the answer owes to the image. The within-question AUROC (per distinct question, averaged weighted by
+  its count) has no question prior at all: 0.5 for a decoder that ignores the image.
 """
 from __future__ import annotations
 
@@ -147,13 +148,23 @@ def closed_vqa_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, d
             scores[name].append(yes_no_scores(model, tok, qs, context, data_cfg.fine_tokens, autocast))
     model.train(was_training)
     out = {"vqa_n": len(answers), "vqa_yes": int(answers.sum())}
+    # questions asked with the same words: their AUROC can only come from the image (no question prior)
+    groups: dict[tuple, list[int]] = {}
+    for j, q in enumerate(questions):
+        groups.setdefault(tuple(q.tolist()), []).append(j)
     for name, suffix in (("true", ""), ("shuffled", "_shuffled")):
-        s = torch.cat(scores[name]).numpy()
+        # rounded: the same question scored in batches of other padded lengths differs by float noise, which
+        # would break its ties
+        s = torch.cat(scores[name]).numpy().round(4)
         pred = s > 0
         recall_yes = pred[answers == 1].mean() if answers.any() else float("nan")
         recall_no = (~pred[answers == 0]).mean() if (answers == 0).any() else float("nan")
         out["vqa_auroc" + suffix] = auroc(s, answers)
         out["vqa_bal_acc" + suffix] = float(np.nanmean([recall_yes, recall_no]))
+        per_q = [(auroc(s[g], answers[g]), len(g)) for g in groups.values()]
+        per_q = [(a, n) for a, n in per_q if not np.isnan(a)]
+        out["vqa_auroc_within_q" + suffix] = (float(np.average([a for a, _ in per_q], weights=[n for _, n in per_q]))
+                                              if per_q else float("nan"))
     return out
 
 

@@ -205,7 +205,8 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     metrics_path = out / "metrics.csv"
     fields = ["step", "lr", "loss", "itc", "qrc", "lm_coarse", "lm_middle", "lm_fine", "grad_norm",
               "samples_per_s", "mfu", "i2t_top1", "t2i_top1", "chance", "i2t_label_top1", "t2i_label_top1",
-              "label_chance", "vqa_n", "vqa_auroc", "vqa_bal_acc", "vqa_auroc_shuffled", "vqa_bal_acc_shuffled"]
+              "label_chance", "vqa_n", "vqa_auroc", "vqa_bal_acc", "vqa_auroc_within_q", "vqa_auroc_shuffled",
+              "vqa_bal_acc_shuffled", "vqa_auroc_within_q_shuffled"]
     writer = None
     if rank == 0:
         new = not metrics_path.exists() or start == 0
@@ -242,8 +243,9 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
             v = closed_vqa_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast, tc.seed, enc)
             if v:
                 log.info("step %d: held-out closed VQA (%d yes/no questions, %d yes): AUROC %.3f, balanced accuracy "
-                         "%.3f; with the images shuffled among studies %.3f / %.3f", step, v["vqa_n"], v["vqa_yes"],
-                         v["vqa_auroc"], v["vqa_bal_acc"], v["vqa_auroc_shuffled"], v["vqa_bal_acc_shuffled"])
+                         "%.3f, within-question AUROC %.3f; with the images shuffled among studies %.3f / %.3f / %.3f",
+                         step, v["vqa_n"], v["vqa_yes"], v["vqa_auroc"], v["vqa_bal_acc"], v["vqa_auroc_within_q"],
+                         v["vqa_auroc_shuffled"], v["vqa_bal_acc_shuffled"], v["vqa_auroc_within_q_shuffled"])
             r = {**r, **v}
             record({"step": step, **r})
         else:

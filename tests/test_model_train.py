@@ -234,3 +234,5 @@ def test_closed_vqa_reads_each_question_at_its_sep_and_shuffles_images(tmp_path,
     monkeypatch.setattr(QFT, "encode_image", blind)
     r = closed_vqa_eval(model, c, cfg.data, idx, torch.device("cpu"), 4)
     assert r["vqa_auroc"] == r["vqa_auroc_shuffled"] and r["vqa_bal_acc"] == r["vqa_bal_acc_shuffled"]
+    # ... and within one question every study gets the same score: nothing to rank by
+    assert r["vqa_auroc_within_q"] == r["vqa_auroc_within_q_shuffled"] == 0.5
