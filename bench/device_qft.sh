@@ -5,13 +5,14 @@
 # Here, once:   mkdir -p .device && cp ../shared/bench/anchor_qft_step.py .device/ &&
 #               mkdir -p .git/info && (grep -qsx '/.device/' .git/info/exclude || echo '/.device/' >> .git/info/exclude)
 # Then:         run(command="bash bench/device_qft.sh", carry=[".device"], timeout_s=560)
-# Everything lands in $OUT/bench_qft.txt. Stages, most important first, each with its own time limit so a
-# slow compile cannot cost the rows after it:
-#   1. ours bf16 eager + regional compile (each repeated block once) at batch 128, and the official step
-#      (its own fp16 + anomaly-detection settings at batch 25, the tidy bf16 version at batch 100): ratios
-#   2. ours with the whole step compiled as one graph (most fusion, minutes of compilation)
-#   3. the official recipe's online queue (momentum 0: no momentum encoder, the anchor's FLOPs), then batch 256
-#      (may not fit an 80 GB card)
+# Everything lands in $OUT/bench_qft.txt. Stages, most important first, each under its own time limit (cut to
+# what is left of BUDGET seconds; skipped under 45 s) so a slow compile cannot cost the rows after it:
+#   1. ours bf16 eager at batch 128 and the official step (its fp16 + anomaly-detection settings at batch 25,
+#      the tidy bf16 version at batch 100): the ratios
+#   2. ours with regional compilation (each repeated block compiled once, --compile blocks)
+#   3. ours with the whole step compiled as one graph (most fusion, minutes of compilation)
+#   4. the official recipe's online queue (momentum 0: no momentum encoder, the anchor's FLOPs)
+#   5. batch 256 (may not fit an 80 GB card)
 # CPU dry run (eager backend: no inductor codegen):
 #   SIZE=tiny BATCHES=8 BIG=16 STEPS=2 ANCHOR_RUNS=anchor:4 PREC=fp32 BACKEND=eager PY=.venv/bin/python bash bench/device_qft.sh
 set -uo pipefail
@@ -23,11 +24,14 @@ BATCHES=${BATCHES:-128}
 BIG=${BIG:-256}
 STEPS=${STEPS:-10}
 PREC=${PREC:-bf16}
+BUDGET=${BUDGET:-530}
 log="$OUT/bench_qft.txt"
 : > "$log"
 start=$SECONDS
-stage() {  # stage LIMIT_S ARGS...: one bench_qft.py run, appended to the log
-    local limit=$1; shift
+stage() {  # stage LIMIT ARGS...: one bench_qft.py run, appended to the log
+    local limit=$1 left=$((BUDGET - (SECONDS - start))); shift
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt 45 ]; then echo "## skipped (${left} s left): $*" | tee -a "$log"; return; fi
     echo "## stage at +$((SECONDS - start)) s (limit ${limit} s): $*" | tee -a "$log"
     timeout "$limit" $PY bench/bench_qft.py --size "$SIZE" --steps "$STEPS" --backend "${BACKEND:-inductor}" "$@" 2>&1 |
         tee -a "$log"
@@ -38,10 +42,9 @@ stage() {  # stage LIMIT_S ARGS...: one bench_qft.py run, appended to the log
 } 2>&1 | tee -a "$log"
 anchor=()
 [ -f .device/anchor_qft_step.py ] && anchor=(--anchor .device/anchor_qft_step.py --anchor-runs "${ANCHOR_RUNS:-anchor:25,tuned:100}")
-stage 200 --batches "$BATCHES" --settings "$PREC-eager,$PREC-blocks" "${anchor[@]}"
-stage 200 --batches "$BATCHES" --settings "$PREC-compile"
-left=$((530 - (SECONDS - start)))
-[ "$left" -gt 60 ] && stage "$left" --batches "$BATCHES" --settings "$PREC-blocks" --set model.momentum=0
-left=$((530 - (SECONDS - start)))
-[ "$left" -gt 60 ] && stage "$left" --batches "$BIG" --settings "$PREC-blocks"
+stage 150 --batches "$BATCHES" --settings "$PREC-eager" "${anchor[@]}"
+stage 200 --batches "$BATCHES" --settings "$PREC-blocks"
+stage 240 --batches "$BATCHES" --settings "$PREC-compile"
+stage 150 --batches "$BATCHES" --settings "$PREC-blocks" --set model.momentum=0
+stage 150 --batches "$BIG" --settings "$PREC-blocks"
 echo "## done at +$((SECONDS - start)) s" | tee -a "$log"
