@@ -105,9 +105,6 @@ def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengt
            "first_step_s": round(first_s, 1),
            "peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
            "TFLOP_per_sample": round(flops / bs / 1e12, 4), "achieved_TFLOPs": round(flops / med / 1e12, 2)}
-    del model, opt, fwd
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
     return out
 
 
@@ -170,6 +167,8 @@ def main() -> None:
                     r["MFU_vs_nominal"] = round(r["achieved_TFLOPs"] * 1e12 / nominal, 3)
             except Exception as e:  # keep the table going (e.g. out of memory)
                 r = {"setting": s, "batch": bs, "error": repr(e)[:200]}
+            if dev.type == "cuda":  # the setting's model and optimiser are gone with its frame: hand the memory back
+                torch.cuda.empty_cache()
             rows.append({"who": "ours", **r})
             print(json.dumps(rows[-1]), flush=True)
     if a.anchor:
