@@ -169,12 +169,14 @@ def _answer(a) -> int:
                         granularities=tuple(a.granularity or ("coarse", "middle", "fine")), max_studies=a.max_studies,
                         cache=a.cache, device=a.device, batch_size=a.batch_size, workers=a.workers,
                         progress=not a.no_progress)
-    print(f"{'granularity':<12}{'pairs':>7}{'exact':>8}{'token F1':>10}{'yes/no acc':>12}")
-    for g in ("coarse", "middle", "fine"):
-        if g in m:
-            r = m[g]
+    tables = [("granularity", {g: m[g] for g in ("coarse", "middle", "fine") if g in m})]
+    if "by_question_type" in m:
+        tables.append(("question type", m["by_question_type"]))
+    for title, table in tables:
+        print(f"{title:<14}{'pairs':>7}{'exact':>8}{'token F1':>10}{'yes/no acc':>14}")
+        for g, r in table.items():
             yn = f"{r['yes_no_accuracy']:.3f} ({r['yes_no_n']})" if "yes_no_n" in r else "-"
-            print(f"{g:<12}{r['n']:>7}{r['exact']:>8.3f}{r['token_f1']:>10.3f}{yn:>12}")
+            print(f"{g or '(none)':<14}{r['n']:>7}{r['exact']:>8.3f}{r['token_f1']:>10.3f}{yn:>14}")
     print(f"answers of {m['studies']} held-out studies in {a.out}/answers.csv")
     return 0
 

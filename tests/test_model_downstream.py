@@ -149,6 +149,10 @@ def test_answer_scores_normalise_and_count_overlap():
     m = score_answers(rows)
     assert m["fine"] == {"n": 3, "exact": 0.3333, "token_f1": 0.5, "yes_no_n": 2, "yes_no_accuracy": 1.0}
     assert m["coarse"] == {"n": 1, "exact": 1.0, "token_f1": 1.0} and "middle" not in m
+    for r, t in zip(rows, ("presence", "presence", "location", "report")):
+        r["question_type"] = t
+    by_type = score_answers(rows, "question_type")
+    assert list(by_type) == ["location", "presence", "report"] and by_type["presence"]["yes_no_accuracy"] == 1.0
 
 
 def test_qft_answer_writes_one_row_per_held_out_pair(run, capsys):
@@ -169,6 +173,9 @@ def test_qft_answer_writes_one_row_per_held_out_pair(run, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["studies"] == 24 and m["fine"]["n"] == sum(r["granularity"] == "fine" for r in rows)
     assert m["fine"]["yes_no_n"] == sum(r["reference"] in ("yes", "no") for r in rows) > 0
+    # question types joined from qa.parquet: the synthetic fine pairs are presence questions, coarse ones reports
+    assert {r["question_type"] for r in rows} == {"presence", "report"}
+    assert m["by_question_type"]["presence"]["n"] == m["fine"]["n"]
     # --max-studies limits the studies, bad input is one line
     assert main(["answer", "--checkpoint", str(run / "run" / "checkpoint"), "--data", str(run / "data"),
                  "--images", str(run / "images"), "--out", str(run / "answers2"), "--cache", str(run / "run" / "cache"),

@@ -5,7 +5,8 @@
 Coarse pairs are report generation ("What are the findings ...?"), middle ones describe a region, fine ones
 answer about one finding. Scores per granularity: exact match after normalisation (lower case, punctuation
 dropped, spaces squeezed), token F1 (bag-of-words overlap, as SQuAD) and, for yes/no references, accuracy of
-the answer's first word. Writes OUT/answers.csv (one row per pair) and OUT/metrics.json.
+the answer's first word; the same per question type when qa.parquet has that column. Writes OUT/answers.csv
+(one row per pair) and OUT/metrics.json.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
@@ -45,13 +47,15 @@ def token_f1(answer: str, reference: str) -> float:
     return 2 * p * rec / (p + rec)
 
 
-def score_answers(rows: list[dict]) -> dict:
-    """rows with granularity / reference / answer -> per granularity: n, exact, token_f1, and yes/no accuracy."""
+def score_answers(rows: list[dict], by: str = "granularity") -> dict:
+    """rows with reference / answer / exact / f1 -> per value of ``by``: n, exact, token_f1, and yes/no accuracy."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r[by], []).append(r)
+    order = [g for g in GRANULARITIES if g in groups] if by == "granularity" else sorted(groups)
     out = {}
-    for g in GRANULARITIES:
-        part = [r for r in rows if r["granularity"] == g]
-        if not part:
-            continue
+    for g in order:
+        part = groups[g]
         m = {"n": len(part), "exact": float(np.mean([r["exact"] for r in part])),
              "token_f1": float(np.mean([r["f1"] for r in part]))}
         closed = [r for r in part if normalise(r["reference"]) in ("yes", "no")]
@@ -61,6 +65,15 @@ def score_answers(rows: list[dict]) -> dict:
                                                   for r in closed]))
         out[g] = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
     return out
+
+
+def question_types(data_dir: str | Path) -> dict[tuple[str, str, str], str]:
+    """(report_id, question, answer) -> question_type from qa.parquet; {} if the table has no such column."""
+    path = Path(data_dir) / "qa.parquet"
+    if "question_type" not in pq.read_schema(path).names:
+        return {}
+    rows = pq.read_table(path, columns=["report_id", "question", "answer", "question_type"]).to_pylist()
+    return {(r["report_id"], r["question"], r["answer"]): r["question_type"] or "" for r in rows}
 
 
 @torch.no_grad()
@@ -88,6 +101,7 @@ def answer_held_out(checkpoint: str | Path, data_dir: str | Path, images: str | 
     if not total:
         raise ValueError(f"{data_dir}: the held-out studies have no {'/'.join(granularities)} QA pairs")
     log.info("answer: %d QA pairs of %d held-out studies (%s)", total, len(held), ", ".join(granularities))
+    types = question_types(data_dir)
     rows = []
     bar = tqdm(total=total, desc="answer", unit="pair", disable=not progress, mininterval=2.0)
     for g, part in batches:
@@ -96,12 +110,15 @@ def answer_held_out(checkpoint: str | Path, data_dir: str | Path, images: str | 
             answers = generate_answers(model, tok, a, [j[1] for j in part], b,
                                        max_new_tokens=getattr(cfg.data, f"{g}_tokens"))
         for (i, q, ref), ans in zip(part, answers):
-            rows.append({"report_id": studies[i].report_id, "split": studies[i].split, "granularity": g,
-                         "question": q, "reference": ref, "answer": ans,
+            rid = studies[i].report_id
+            rows.append({"report_id": rid, "split": studies[i].split, "granularity": g,
+                         "question_type": types.get((rid, q, ref), ""), "question": q, "reference": ref, "answer": ans,
                          "exact": normalise(ans) == normalise(ref), "f1": token_f1(ans, ref)})
         bar.update(len(part))
     bar.close()
     metrics = {"checkpoint": str(checkpoint), "studies": len(held), **score_answers(rows)}
+    if types:  # the paper's fine categories (presence, location, severity, type, change, ...) one by one
+        metrics["by_question_type"] = score_answers(rows, "question_type")
     with open(out / "answers.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
