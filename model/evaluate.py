@@ -40,6 +40,15 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as given."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def bf16_autocast(device: torch.device, precision: str):
+    """A factory of autocast contexts: bf16 on a GPU when the config asks for it, a no-op otherwise."""
+    enabled = precision == "bf16" and device.type == "cuda"
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @dataclass

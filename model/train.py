@@ -28,7 +28,7 @@ from .config import QFTConfig
 from .data.dataset import Collate, StepSampler, StudyDataset, build_corpus
 from .data.tables import holdout, load_label_sets
 from .data.tokenizer import TextTokenizer
-from .evaluate import closed_vqa_eval, encode_held_out, retrieval_eval, to_device
+from .evaluate import bf16_autocast, closed_vqa_eval, encode_held_out, retrieval_eval, to_device
 from .qft import QFT, compile_blocks, cosine_lr, param_count
 
 log = logging.getLogger("qft")
@@ -191,8 +191,7 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
         log.info("torch.compile: %d repeated blocks (regional)", compile_blocks(model))
     elif tc.compile:
         step_fn = torch.compile(ddp_model)
-    use_bf16 = tc.precision == "bf16" and dev.type == "cuda"
-    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+    autocast = bf16_autocast(dev, tc.precision)
 
     sampler = StepSampler(train_idx, tc.batch_size, tc.seed, tc.steps, start, rank, world)
     loader = torch.utils.data.DataLoader(

@@ -10,7 +10,6 @@ the answer's first word; the same per question type when qa.parquet has that col
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from ..checkpoint import load_pretrained
 from ..data.dataset import attach_images, stack_views
 from ..data.tables import GRANULARITIES, holdout, load_studies
+from ..evaluate import bf16_autocast, resolve_device
 from .heads import generate_answers
 
 log = logging.getLogger("qft")
@@ -86,10 +86,9 @@ def answer_held_out(checkpoint: str | Path, data_dir: str | Path, images: str | 
         raise ValueError(f"granularity must be among {GRANULARITIES}, not {sorted(unknown)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     model, tok, cfg = load_pretrained(checkpoint, dev)
-    use_bf16 = dev.type == "cuda" and cfg.train.precision == "bf16"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    autocast = bf16_autocast(dev, cfg.train.precision)
     studies, v0, v1, img_cache = attach_images(load_studies(data_dir), images, cache or out / "cache",
                                                cfg.model.image_size, workers, progress)
     _, held = holdout(studies, cfg.train.seed)  # the pre-training's held-out studies, also without split columns

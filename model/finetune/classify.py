@@ -39,7 +39,7 @@ from ..checkpoint import load_pretrained
 from ..data.cache import ImageCache
 from ..data.dataset import attach_images, stack_views
 from ..data.tables import Study, holdout, load_studies
-from ..evaluate import auroc
+from ..evaluate import auroc, bf16_autocast, resolve_device
 from ..qft import QFT
 from .heads import ClassificationHead, load_labels, multilabel_loss, pooled_features
 
@@ -163,14 +163,13 @@ def finetune_classifier(checkpoint: str | Path | None, data_dir: str | Path, ima
         raise ValueError(f"mode must be 'probe' or 'full', not {mode!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     model, tok, cfg = load_pretrained(checkpoint, "cpu")
     if random_init:  # the same architecture with fresh weights (seeded)
         torch.manual_seed(seed)
         model = QFT(cfg.model, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id).eval()
     model = model.to(dev)
-    use_bf16 = dev.type == "cuda" and cfg.train.precision == "bf16"
-    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+    autocast = bf16_autocast(dev, cfg.train.precision)
 
     data = load_labelled_images(data_dir, images, cache or out / "cache", cfg.model.image_size, scheme, uncertain,
                                 workers, progress)
