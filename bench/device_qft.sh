@@ -10,8 +10,8 @@
 #   1. ours bf16 eager at batch 128 and the official step (its fp16 + anomaly-detection settings at batch 25,
 #      the tidy bf16 version at batch 100): the ratios
 #   2. ours with regional compilation (each repeated block compiled once, --compile blocks)
-#   3. ours with the whole step compiled as one graph (most fusion, minutes of compilation)
-#   4. the official recipe's online queue (momentum 0: no momentum encoder, the anchor's FLOPs)
+#   3. the official recipe's online queue (momentum 0: no momentum encoder, the anchor's FLOPs), blocks compiled
+#   4. ours with the whole step compiled as one graph (most fusion, minutes of compilation)
 #   5. batch 256 (may not fit an 80 GB card)
 # CPU dry run (eager backend: no inductor codegen):
 #   SIZE=tiny BATCHES=8 BIG=16 STEPS=2 ANCHOR_RUNS=anchor:4 PREC=fp32 BACKEND=eager PY=.venv/bin/python bash bench/device_qft.sh
@@ -44,7 +44,7 @@ anchor=()
 [ -f .device/anchor_qft_step.py ] && anchor=(--anchor .device/anchor_qft_step.py --anchor-runs "${ANCHOR_RUNS:-anchor:25,tuned:100}")
 stage 150 --batches "$BATCHES" --settings "$PREC-eager" "${anchor[@]}"
 stage 200 --batches "$BATCHES" --settings "$PREC-blocks"
-stage 240 --batches "$BATCHES" --settings "$PREC-compile"
 stage 150 --batches "$BATCHES" --settings "$PREC-blocks" --set model.momentum=0
+stage 240 --batches "$BATCHES" --settings "$PREC-compile"
 stage 150 --batches "$BIG" --settings "$PREC-blocks"
 echo "## done at +$((SECONDS - start)) s" | tee -a "$log"
