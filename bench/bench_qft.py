@@ -9,6 +9,8 @@ report 200 / coarse 200 / middle 100 / fine 50 tokens, vocab 21128 as the anchor
 the trainer's: on-device augmentation of both views, forward under autocast, backward, clipping, AdamW.
 FLOPs are counted once per setting with torch's FlopCounterMode; MFU = FLOPs/step / step time / peak,
 with the peak measured as a bf16 8192^3 matmul (as the anchor script does) and the nominal one if known.
+``--profile N`` then profiles N more steps per setting: GPU kernel time by kind (GEMM, attention, optimiser,
+Triton, other), how busy the GPU was, and the busiest kernels: where a step's time goes.
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def random_batch(cfg, bs: int, dev: torch.device, lengths: dict, vocab: int) -> 
 
 
 def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengths: dict, vocab: int,
-                backend: str = "inductor") -> dict:
+                backend: str = "inductor", profile: int = 0) -> dict:
     precision, mode = setting.split("-")
     torch._dynamo.reset()  # each setting compiles afresh (else a second batch size recompiles with dynamic shapes)
     torch.manual_seed(0)
@@ -105,6 +107,62 @@ def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengt
            "first_step_s": round(first_s, 1),
            "peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
            "TFLOP_per_sample": round(flops / bs / 1e12, 4), "achieved_TFLOPs": round(flops / med / 1e12, 2)}
+    if profile:
+        try:  # a diagnostic: its failure must not cost the timed row
+            out["profile"] = profile_steps(lambda: step(fwd), dev, profile)
+        except Exception as e:  # noqa: BLE001
+            out["profile_error"] = repr(e)[:200]
+    return out
+
+
+# kernel-name fragments -> where the GPU time goes (cuBLAS / CUTLASS GEMMs, SDPA kernels, the fused optimiser,
+# inductor's generated Triton kernels; everything else is eager elementwise / reduction / copy work)
+KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "sdpa")),  # first: CUTLASS attention is not a GEMM
+                ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "triton_tem")),
+                ("optimizer", ("multi_tensor", "adam", "foreach")),
+                ("triton", ("triton_",)))
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
+def profile_steps(step, dev: torch.device, n: int) -> dict:
+    """Profile n more steps: GPU kernel time per step by kind and the busiest kernels, and how much of the wall
+    time the GPU was busy at all (the rest is launch / Python overhead or synchronisation). On CPU: the
+    busiest operators by self time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    out = {"steps": n, "wall_ms_per_step": round(wall * 1e3 / n, 2)}
+    if dev.type != "cuda":
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]
+        out["top"] = [[e.key[:70], round(e.self_cpu_time_total / 1e3 / n, 2)] for e in ops]
+        return out
+    by_kind: dict[str, float] = {}
+    by_name: dict[str, float] = {}
+    count = 0
+    for e in prof.events():
+        if e.device_type != DeviceType.CUDA:
+            continue
+        us = e.time_range.elapsed_us()
+        count += 1
+        by_kind[kernel_kind(e.name)] = by_kind.get(kernel_kind(e.name), 0.0) + us
+        by_name[e.name] = by_name.get(e.name, 0.0) + us
+    busy = sum(by_kind.values()) / 1e3 / n
+    out.update({"gpu_busy_ms_per_step": round(busy, 2), "busy_fraction": round(busy / (wall * 1e3 / n), 3),
+                "kernels_per_step": count // n,
+                "ms_per_step_by_kind": {k: round(v / 1e3 / n, 2) for k, v in sorted(by_kind.items(), key=lambda x: -x[1])},
+                "top": [[k[:70], round(v / 1e3 / n, 2)] for k, v in sorted(by_name.items(), key=lambda x: -x[1])[:12]]})
     return out
 
 
@@ -133,6 +191,8 @@ def main() -> None:
     ap.add_argument("--anchor", default=None, help="path to anchor_qft_step.py: time the official step too")
     ap.add_argument("--anchor-runs", default="anchor:25,tuned:100",
                     help="setting:batch pairs of the anchor (its 'anchor' setting has anomaly detection on: slow)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, profile N more steps per setting: GPU time by kernel kind and the top kernels")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
                     help="config override for our rows, e.g. model.momentum=0 (the official recipe's online queue)")
     a = ap.parse_args()
@@ -160,7 +220,7 @@ def main() -> None:
     for bs in batches:
         for s in settings:
             try:
-                r = run_setting(cfg, s, bs, a.steps, dev, lengths, VOCAB[a.size], a.backend)
+                r = run_setting(cfg, s, bs, a.steps, dev, lengths, VOCAB[a.size], a.backend, a.profile)
                 if ceiling:
                     r["MFU_vs_matmul"] = round(r["achieved_TFLOPs"] * 1e12 / ceiling, 3)
                 if nominal:
@@ -200,6 +260,15 @@ def main() -> None:
               f"(batch {ref['batch']}, {ref['samples_per_s']} samples/s)")
         for r in anch:
             print(f"  vs anchor {r['setting']} batch {r['batch']}: {best['samples_per_s'] / r['samples_per_s']:.2f}x")
+    for r in rows:
+        p = r.get("profile")
+        if not p:
+            continue
+        print(f"\nprofile {r['setting']} batch {r['batch']} ({p['steps']} steps): {p['wall_ms_per_step']} ms/step wall"
+              + (f", GPU busy {p['gpu_busy_ms_per_step']} ms ({p['busy_fraction']:.0%}), {p['kernels_per_step']} "
+                 f"kernels; by kind (ms): {p['ms_per_step_by_kind']}" if "busy_fraction" in p else ""))
+        for name, ms in p["top"]:
+            print(f"  {ms:9.2f} ms  {name}")
 
 
 if __name__ == "__main__":

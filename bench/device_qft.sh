@@ -13,6 +13,7 @@
 #   3. the official recipe's online queue (momentum 0: no momentum encoder, the anchor's FLOPs), blocks compiled
 #   4. ours with the whole step compiled as one graph (most fusion, minutes of compilation)
 #   5. batch 256 (may not fit an 80 GB card)
+# Stages 1-4 also profile two steps each (--profile): GPU time by kernel kind, how busy the GPU was, top kernels.
 # CPU dry run (eager backend: no inductor codegen):
 #   SIZE=tiny BATCHES=8 BIG=16 STEPS=2 ANCHOR_RUNS=anchor:4 PREC=fp32 BACKEND=eager PY=.venv/bin/python bash bench/device_qft.sh
 set -uo pipefail
@@ -42,9 +43,10 @@ stage() {  # stage LIMIT ARGS...: one bench_qft.py run, appended to the log
 } 2>&1 | tee -a "$log"
 anchor=()
 [ -f .device/anchor_qft_step.py ] && anchor=(--anchor .device/anchor_qft_step.py --anchor-runs "${ANCHOR_RUNS:-anchor:25,tuned:100}")
-stage 150 --batches "$BATCHES" --settings "$PREC-eager" "${anchor[@]}"
-stage 200 --batches "$BATCHES" --settings "$PREC-blocks"
-stage 150 --batches "$BATCHES" --settings "$PREC-blocks" --set model.momentum=0
-stage 240 --batches "$BATCHES" --settings "$PREC-compile"
+prof=(--profile "${PROFILE:-2}")  # where each setting's step time goes (kernel kinds, GPU busy fraction)
+stage 150 --batches "$BATCHES" --settings "$PREC-eager" "${prof[@]}" "${anchor[@]}"
+stage 200 --batches "$BATCHES" --settings "$PREC-blocks" "${prof[@]}"
+stage 150 --batches "$BATCHES" --settings "$PREC-blocks" --set model.momentum=0 "${prof[@]}"
+stage 240 --batches "$BATCHES" --settings "$PREC-compile" "${prof[@]}"
 stage 150 --batches "$BIG" --settings "$PREC-blocks"
 echo "## done at +$((SECONDS - start)) s" | tee -a "$log"
