@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .config import ModelConfig
 from .losses import FeatureQueue, QFTLoss, gather_rows, image_report_contrastive, lm_loss, query_report_contrastive
 
-# backbones whose last_hidden_state starts with a [CLS] token (global = token 0, patches = the rest)
+# backbones whose last_hidden_state starts with a [CLS] token (global = token 0, patches follow; see special_tokens)
 CLS_FIRST = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn", "vit_mae",
              "clip_vision_model", "yolos"}
 GRANULARITIES = ("coarse", "middle", "fine")
@@ -60,12 +60,23 @@ def build_backbone(name_or_path: str | None, config: dict, attn: str, overrides:
         return make()
 
 
+def special_tokens(config) -> tuple[int, int]:
+    """(leading, trailing) non-patch tokens of a [CLS]-first backbone's output: DeiT's distillation token and
+    DINOv2's registers follow [CLS], YOLOS appends detection tokens. Patch tokens are the rest, in grid order."""
+    lead = 1 + (config.model_type == "deit") + getattr(config, "num_register_tokens", 0)
+    trail = getattr(config, "num_detection_tokens", 0) if config.model_type == "yolos" else 0
+    return lead, trail
+
+
 class ImageEncoder(nn.Module):
-    """Any transformers vision backbone -> (global vector (B, D), patch tokens (B, N, D))."""
+    """Any transformers vision backbone -> (global vector (B, D), patch tokens (B, N, D) in grid order)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        over = {"image_size": cfg.image_size, "num_channels": cfg.image_channels}
+        size = cfg.image_size
+        if cfg.vision_config.get("model_type") == "yolos":  # its config wants (height, width)
+            size = [size, size]
+        over = {"image_size": size, "num_channels": cfg.image_channels}
         try:
             self.backbone = build_backbone(cfg.vision_backbone, cfg.vision_config, cfg.attn_implementation, over,
                                            add_pooling_layer=False)
@@ -74,17 +85,27 @@ class ImageEncoder(nn.Module):
         c = self.backbone.config
         self.width = getattr(c, "hidden_size", None) or c.hidden_sizes[-1]
         self.cls_first = c.model_type in CLS_FIRST
+        self.special = special_tokens(c)
         self.channels = getattr(c, "num_channels", cfg.image_channels)
         self.pooling = cfg.image_pooling
+        # ViT-MAE drops a random 75 % of the patches and shuffles the rest in its forward: keep all, in order
+        self.unmasked = c.model_type == "vit_mae"
+        if self.unmasked:
+            c.mask_ratio = 0.0
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.backbone(pixel_values=pixels)
+        kw = {}
+        if self.unmasked:  # increasing noise: the identity permutation (mask_ratio is 0)
+            n = (self.backbone.config.image_size // self.backbone.config.patch_size) ** 2
+            kw["noise"] = torch.arange(n, device=pixels.device, dtype=torch.float).expand(pixels.shape[0], n)
+        out = self.backbone(pixel_values=pixels, **kw)
         h = out.last_hidden_state
         if h.ndim == 4:  # conv nets: (B, C, h, w) -> tokens (B, h*w, C)
             h = h.flatten(2).transpose(1, 2)
         pooled = getattr(out, "pooler_output", None)
         if self.cls_first:
-            h, cls = h[:, 1:], h[:, 0]
+            lead, trail = self.special
+            h, cls = h[:, lead:h.shape[1] - trail], h[:, 0]
             return (cls if self.pooling == "cls" else h.mean(1)), h
         if pooled is not None:  # always used when the backbone has one (unused parameters would break DDP)
             return pooled.flatten(1), h

@@ -1,4 +1,5 @@
 """The QFT model: shapes, finite + decreasing losses on an overfit batch, other backbones, local weights by path."""
+import pytest
 import torch
 
 from model.augment import augment
@@ -77,6 +78,30 @@ def test_convnet_backbone_and_generate():
     prompts = torch.tensor([[PAD, BOS, 9, 10, 3], [BOS, 11, 12, 13, 3]])
     out = m.generate(b["pixels0"][:2], prompts, max_new_tokens=4)
     assert out.shape[0] == 2 and 1 <= out.shape[1] <= 4
+
+
+VIT_LIKE = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+            "patch_size": 8}
+
+
+@pytest.mark.parametrize("vision_config", [
+    {"model_type": "swin", "embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2], "window_size": 4, "patch_size": 4},
+    {"model_type": "convnext", "hidden_sizes": [16, 32], "depths": [1, 1], "num_stages": 2, "patch_size": 4},
+    {"model_type": "deit", **VIT_LIKE},  # [CLS] + distillation token
+    {"model_type": "dinov2_with_registers", **VIT_LIKE, "num_register_tokens": 4},
+    {"model_type": "yolos", **VIT_LIKE, "num_detection_tokens": 5},  # detection tokens at the end
+    {"model_type": "vit_mae", **VIT_LIKE},  # masks 75 % of patches at random unless told otherwise
+], ids=lambda c: c["model_type"])
+def test_other_backbones_give_the_patch_grid_only(vision_config):
+    """32 px images -> a 4 x 4 grid of patch tokens, whatever special tokens the backbone adds, every call alike."""
+    torch.manual_seed(0)
+    m = QFT(tiny(**{"model.vision_config": vision_config}).model, V, PAD, BOS, EOS)
+    b = batch()
+    assert torch.isfinite(m(b).loss)
+    m.eval()
+    f = m.encode_image(b["pixels0"])
+    assert f.patch_tokens.shape[:3] == (2, 8, 16) and f.global_features.shape[:2] == (2, 8)
+    assert torch.equal(f.patch_tokens, m.encode_image(b["pixels0"]).patch_tokens)
 
 
 def test_backbones_load_from_local_dirs(tmp_path):
