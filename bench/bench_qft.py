@@ -148,22 +148,24 @@ def profile_steps(step, dev: torch.device, n: int) -> dict:
         ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]
         out["top"] = [[e.key[:70], round(e.self_cpu_time_total / 1e3 / n, 2)] for e in ops]
         return out
+    kernels = [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return {**out, **kernel_summary(kernels, n, wall)}
+
+
+def kernel_summary(kernels: list[tuple[str, float]], n: int, wall_s: float) -> dict:
+    """(kernel name, microseconds) of n profiled steps that took wall_s -> per-step GPU time by kind, the
+    fraction of the wall time the GPU was busy, and the 12 busiest kernels."""
     by_kind: dict[str, float] = {}
     by_name: dict[str, float] = {}
-    count = 0
-    for e in prof.events():
-        if e.device_type != DeviceType.CUDA:
-            continue
-        us = e.time_range.elapsed_us()
-        count += 1
-        by_kind[kernel_kind(e.name)] = by_kind.get(kernel_kind(e.name), 0.0) + us
-        by_name[e.name] = by_name.get(e.name, 0.0) + us
-    busy = sum(by_kind.values()) / 1e3 / n
-    out.update({"gpu_busy_ms_per_step": round(busy, 2), "busy_fraction": round(busy / (wall * 1e3 / n), 3),
-                "kernels_per_step": count // n,
-                "ms_per_step_by_kind": {k: round(v / 1e3 / n, 2) for k, v in sorted(by_kind.items(), key=lambda x: -x[1])},
-                "top": [[k[:70], round(v / 1e3 / n, 2)] for k, v in sorted(by_name.items(), key=lambda x: -x[1])[:12]]})
-    return out
+    for name, us in kernels:
+        kind = kernel_kind(name)
+        by_kind[kind] = by_kind.get(kind, 0.0) + us
+        by_name[name] = by_name.get(name, 0.0) + us
+    busy_ms = sum(by_kind.values()) / 1e3 / n
+    return {"gpu_busy_ms_per_step": round(busy_ms, 2), "busy_fraction": round(busy_ms / (wall_s * 1e3 / n), 3),
+            "kernels_per_step": len(kernels) // n,
+            "ms_per_step_by_kind": {k: round(v / 1e3 / n, 2) for k, v in sorted(by_kind.items(), key=lambda x: -x[1])},
+            "top": [[k[:70], round(v / 1e3 / n, 2)] for k, v in sorted(by_name.items(), key=lambda x: -x[1])[:12]]}
 
 
 def matmul_ceiling() -> float:

@@ -23,6 +23,16 @@ def test_kernel_kinds_of_typical_cuda_kernel_names():
     assert bench.kernel_kind("void at::native::vectorized_elementwise_kernel<4, GeluCUDAKernelImpl>") == "other"
 
 
+def test_kernel_summary_per_step_by_kind_busy_fraction_and_top():
+    kernels = [("sm90_xmma_gemm_bf16", 3000.0), ("flash_fwd_kernel", 1000.0), ("triton_poi_fused_add_0", 500.0),
+               ("sm90_xmma_gemm_bf16", 3000.0), ("vectorized_elementwise_kernel", 500.0)]
+    s = bench.kernel_summary(kernels, n=2, wall_s=0.010)  # two steps of 5 ms wall, 8 ms of kernels
+    assert s["gpu_busy_ms_per_step"] == 4.0 and s["busy_fraction"] == 0.8 and s["kernels_per_step"] == 2
+    assert s["ms_per_step_by_kind"] == {"gemm": 3.0, "attention": 0.5, "triton": 0.25, "other": 0.25}
+    assert list(s["ms_per_step_by_kind"]) == ["gemm", "attention", "triton", "other"]  # busiest first
+    assert s["top"][0] == ["sm90_xmma_gemm_bf16", 3.0]
+
+
 def test_run_setting_times_counts_flops_and_profiles_on_cpu():
     cfg = load_config("tiny")
     lengths = {"report": 24, "coarse": 24, "middle": 16, "fine": 12}
