@@ -28,7 +28,7 @@ import torch.utils.flop_counter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.augment import augment  # noqa: E402
 from model.config import load_config  # noqa: E402
-from model.losses import IGNORE  # noqa: E402
+from model.losses import IGNORE, target_positions  # noqa: E402
 from model.qft import QFT, compile_blocks  # noqa: E402
 from model.train import PEAK_BF16  # noqa: E402
 
@@ -48,6 +48,7 @@ def random_batch(cfg, bs: int, dev: torch.device, lengths: dict, vocab: int) -> 
         t = r(lengths[name])
         t[:, :8] = IGNORE  # a short question prompt
         b[name + "_targets"] = t
+        b[name + "_positions"] = target_positions(t)  # as the trainer's collate computes them on the host
     return {k: v.to(dev) for k, v in b.items()}
 
 

@@ -140,8 +140,15 @@ def query_report_contrastive(queries: torch.Tensor, txt: torch.Tensor, keys: tor
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Token-mean cross-entropy over target positions (targets already shifted; IGNORE elsewhere).
-    0 (with a graph) when the batch has no target token, so a missing granularity never gives NaN."""
+    """Token-mean cross-entropy: logits (..., V), targets (...) already shifted, IGNORE where nothing is predicted
+    (the model passes only the target positions: (N, V), (N,)). 0 (with a graph) when there is no target token,
+    so a missing granularity never gives NaN."""
     n = (targets != IGNORE).sum()
-    total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    total = F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return total / n.clamp(min=1)
+
+
+def target_positions(targets: torch.Tensor) -> torch.Tensor:
+    """(B, L) shifted targets -> (N,) flat indices of the positions that predict a token. The collate computes
+    them on the host, so the model's gather has an input-sized shape (no data-dependent op for torch.compile)."""
+    return (targets.flatten() != IGNORE).nonzero().squeeze(1)

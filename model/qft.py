@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .losses import FeatureQueue, QFTLoss, gather_rows, image_report_contrastive, lm_loss, query_report_contrastive
+from .losses import (FeatureQueue, QFTLoss, gather_rows, image_report_contrastive, lm_loss, query_report_contrastive,
+                     target_positions)
 
 # backbones whose last_hidden_state starts with a [CLS] token (global = token 0, patches follow; see special_tokens)
 CLS_FIRST = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn", "vit_mae",
@@ -297,6 +298,12 @@ class QFT(nn.Module):
         return self.decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=context,
                             use_cache=False).logits
 
+    def answer_logits(self, ids: torch.Tensor, context: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(N, V) decoder logits at the flat positions (into B * L) that predict a token: the vocabulary
+        projection and its cross-entropy skip the prompt and the padding (most of a batch's positions)."""
+        h = self.decoder.transformer(input_ids=ids, encoder_hidden_states=context, use_cache=False).last_hidden_state
+        return self.decoder.lm_head(h.flatten(0, 1).index_select(0, positions))  # (B, L, Hd) -> (N, V)
+
     @torch.no_grad()
     def generate(self, view0: torch.Tensor, prompts: torch.Tensor, view1: torch.Tensor | None = None,
                  max_new_tokens: int = 50) -> torch.Tensor:
@@ -337,7 +344,8 @@ class QFT(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> QFTLoss:
         """batch: pixels0/pixels1 (B, C, S, S) float (augmented), report/report_mask (B, Lr), report_key (B,)
         int64 hash of the report text (rows with equal keys are not each other's negatives), and per
-        granularity g: g (B, Lg) inputs, g_targets (B, Lg) shifted targets (IGNORE outside answers)."""
+        granularity g: g (B, Lg) inputs, g_targets (B, Lg) shifted targets (IGNORE outside answers) and optionally
+        g_positions (N,) their flat non-IGNORE indices (computed here when absent)."""
         cfg, T = self.cfg, self.cfg.temperature
         img = self.encode_image(batch["pixels0"], batch["pixels1"])
         cls = self.text_encoder(batch["report"], batch["report_mask"])  # (B, Dt)
@@ -360,8 +368,11 @@ class QFT(nn.Module):
         qrc = query_report_contrastive(queries, report_q, keys, all_keys, list(self.query_queues),
                                        self.report_query_queue, T, self.use_queue,
                                        queries_m=k_q if momentum else None, txt_m=k_rq if momentum else None)
-        lm = [lm_loss(self.decoder_logits(batch[g], img.decoder_context), batch[g + "_targets"])
-              for g in GRANULARITIES]
+        lm = []
+        for g in GRANULARITIES:
+            targets = batch[g + "_targets"]
+            pos = batch[g + "_positions"] if g + "_positions" in batch else target_positions(targets)
+            lm.append(lm_loss(self.answer_logits(batch[g], img.decoder_context, pos), targets.flatten()[pos]))
         total = itc + qrc + sum(w * x for w, x in zip(cfg.lm_weights, lm))
 
         if self.training:  # enqueue this step's (gathered) keys for the next steps' negatives

@@ -159,6 +159,9 @@ def test_batches_mask_prompt_and_missing_granularity(tmp_path, corpus_dir):
     assert b["image0"].dtype == torch.uint8 and b["image0"].shape == (4, 32, 32)
     assert b["report"].shape == b["report_mask"].shape and b["coarse"].shape == b["coarse_targets"].shape
     assert b["two_views"].tolist() == [True, False, True, False]
+    for g in ("coarse", "middle", "fine"):  # the flat target positions the model projects to the vocabulary
+        t = b[g + "_targets"].flatten()
+        assert (t[b[g + "_positions"]] != IGNORE).all() and len(b[g + "_positions"]) == int((t != IGNORE).sum())
 
 
 def test_step_sampler_shards_and_resumes():

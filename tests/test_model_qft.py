@@ -50,6 +50,29 @@ def test_forward_shapes_and_finite_terms():
     assert torch.allclose(f.embedding.norm(dim=-1), torch.ones(8), atol=1e-5)
 
 
+def test_lm_loss_on_target_positions_equals_the_full_logits_loss():
+    """The vocabulary projection runs only where a token is predicted: same loss and gradients as projecting
+    every position and ignoring the prompt / padding ones, with or without precomputed positions."""
+    from model.losses import lm_loss, target_positions
+    torch.manual_seed(0)
+    m = QFT(tiny(**{"model.dropout": 0.0}).model, V, PAD, BOS, EOS).eval()
+    b = batch()
+    ctx = m.encode_image(b["pixels0"], b["pixels1"]).decoder_context.detach()
+    ids, t = b["middle"], b["middle_targets"].clone()
+    t[2, 5:] = IGNORE  # a shorter, right-padded row
+    full = lm_loss(m.decoder_logits(ids, ctx), t)
+    g_full = torch.autograd.grad(full, m.decoder.lm_head.weight)[0]
+    pos = target_positions(t)
+    assert pos.numel() == int((t != IGNORE).sum()) < t.numel()
+    part = lm_loss(m.answer_logits(ids, ctx, pos), t.flatten()[pos])
+    g_part = torch.autograd.grad(part, m.decoder.lm_head.weight)[0]
+    assert torch.allclose(full, part, atol=1e-5) and torch.allclose(g_full, g_part, atol=1e-6)
+    with_pos = {**b, **{g + "_positions": target_positions(b[g + "_targets"]) for g in ("coarse", "middle", "fine")}}
+    assert torch.equal(m(b).loss, m(with_pos).loss)
+    none = {**b, "fine_targets": torch.full_like(b["fine_targets"], IGNORE)}
+    assert m(none).lm_fine.item() == 0.0  # no target token: 0, not NaN
+
+
 def test_overfit_tiny_batch_all_terms_decrease():
     torch.manual_seed(0)
     m = QFT(tiny(**{"model.queue_size": 0}).model, V, PAD, BOS, EOS)

@@ -237,6 +237,7 @@ class Collate:
             b[g] = _pad([x[g] for x in items], self.pad_id)
             b[g + "_mask"] = (_pad([np.ones(len(x[g])) for x in items], 0) > 0).long()
             b[g + "_targets"] = _pad([x[g + "_targets"] for x in items], IGNORE)
+            b[g + "_positions"] = torch.from_numpy(np.flatnonzero(b[g + "_targets"].numpy() != IGNORE))
         return b
 
 
