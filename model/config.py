@@ -79,6 +79,9 @@ class DataConfig:
     augment_rotate: float = 10.0  # max rotation in degrees
     augment_jitter: float = 0.2  # max relative brightness / contrast change
     workers: int = 2  # DataLoader workers (0: in the main process)
+    # > 1: batches come from pools of this many global batches sorted by report length (much less padding,
+    # but a batch's reports, hence its in-batch negatives, have similar lengths); 0: plain shuffle (the paper)
+    group_by_length: int = 0
 
 
 @dataclass

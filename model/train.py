@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.utils.flop_counter
@@ -193,7 +194,8 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
         step_fn = torch.compile(ddp_model)
     autocast = bf16_autocast(dev, tc.precision)
 
-    sampler = StepSampler(train_idx, tc.batch_size, tc.seed, tc.steps, start, rank, world)
+    sampler = StepSampler(train_idx, tc.batch_size, tc.seed, tc.steps, start, rank, world,
+                          lengths=np.diff(corpus.reports.offsets), group=cfg.data.group_by_length)
     loader = torch.utils.data.DataLoader(
         StudyDataset(corpus, cfg.data), batch_sampler=sampler, collate_fn=Collate(tok.pad_id),
         num_workers=cfg.data.workers, pin_memory=dev.type == "cuda", persistent_workers=False,

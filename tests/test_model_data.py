@@ -175,3 +175,25 @@ def test_step_sampler_shards_and_resumes():
         assert not {i for i, _ in a} & {i for i, _ in b}
     with pytest.raises(ValueError, match="lower --batch-size"):
         StepSampler(np.arange(4), 8, 0, 1)
+
+
+def test_length_grouped_sampler_pads_less_and_still_covers_the_epoch_once():
+    rng = np.random.default_rng(0)
+    idx = np.arange(10, 410)  # a subset of the corpus: lengths are looked up by study index
+    lengths = rng.integers(5, 200, size=500)
+    plain = StepSampler(idx, 8, seed=3, total_steps=50)
+    grouped = StepSampler(idx, 8, seed=3, total_steps=50, lengths=lengths, group=10)
+
+    def padded(sampler):  # tokens a batch pads to (its longest row) summed over the epoch
+        return sum(8 * max(lengths[i] for i, _ in b) for b in sampler)
+
+    epoch = [i for b in grouped for i, _ in b]
+    assert sorted(epoch) == sorted(i for b in plain for i, _ in b) and len(set(epoch)) == 400  # each study once
+    assert padded(grouped) < 0.75 * padded(plain)
+    batches = list(grouped)  # grouped, yet not in length order: the batches of an epoch are shuffled
+    maxima = [max(lengths[i] for i, _ in b) for b in batches]
+    assert maxima != sorted(maxima, reverse=True) and maxima != sorted(maxima)
+    assert list(StepSampler(idx, 8, 3, 50, start_step=20, lengths=lengths, group=10)) == batches[20:]  # resume
+    r0 = list(StepSampler(idx, 4, 3, 50, rank=0, world=2, lengths=lengths, group=10))
+    r1 = list(StepSampler(idx, 4, 3, 50, rank=1, world=2, lengths=lengths, group=10))
+    assert [a + b for a, b in zip(r0, r1)] == batches  # ranks split the same global batches

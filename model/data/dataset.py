@@ -246,26 +246,43 @@ class StepSampler(torch.utils.data.Sampler):
 
     Epoch e is a permutation seeded by (seed, e); every rank takes its slice of each global batch, and the
     last incomplete global batch of an epoch is dropped, so all ranks run the same number of steps.
+    With ``lengths`` and ``group`` > 1, each run of ``group`` global batches of the permutation is sorted by
+    length before it is cut into batches, and the epoch's batches are then shuffled: batches of similar
+    lengths, so dynamic padding pads less (as HF's group_by_length).
     """
 
     def __init__(self, indices: np.ndarray, batch_size: int, seed: int, total_steps: int, start_step: int = 0,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, lengths: np.ndarray | None = None, group: int = 0):
         self.indices, self.bs, self.seed = np.asarray(indices), batch_size, seed
         self.total, self.start, self.rank, self.world = total_steps, start_step, rank, world
         self.per_epoch = len(self.indices) // (batch_size * world)
         if self.per_epoch == 0:
             raise ValueError(f"{len(self.indices)} training studies < global batch {batch_size * world}: "
                              "lower --batch-size")
+        self.lengths = None if lengths is None or group <= 1 else np.asarray(lengths)[self.indices]
+        self.group = group
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
 
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Positions into ``indices`` for the epoch's full global batches, in step order."""
+        gb = self.bs * self.world
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))[: self.per_epoch * gb]
+        if self.lengths is None:
+            return order
+        pool = self.group * gb
+        order = np.concatenate([p[np.argsort(-self.lengths[p], kind="stable")]
+                                for p in np.split(order, list(range(pool, len(order), pool)))])
+        batches = order.reshape(self.per_epoch, gb)
+        return batches[np.random.default_rng([self.seed, epoch, 1]).permutation(self.per_epoch)].ravel()
+
     def __iter__(self):
         gb = self.bs * self.world
-        perm_epoch, perm = -1, None
+        order_epoch, order = -1, None
         for step in range(self.start, self.total):
             epoch, k = divmod(step, self.per_epoch)
-            if epoch != perm_epoch:
-                perm_epoch, perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
+            if epoch != order_epoch:
+                order_epoch, order = epoch, self.epoch_order(epoch)
             lo = k * gb + self.rank * self.bs
-            yield [(int(self.indices[perm[j]]), hash((self.seed, epoch, j)) & 0x7FFFFFFF) for j in range(lo, lo + self.bs)]
+            yield [(int(self.indices[order[j]]), hash((self.seed, epoch, j)) & 0x7FFFFFFF) for j in range(lo, lo + self.bs)]
