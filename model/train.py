@@ -111,6 +111,17 @@ def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.o
 # the loop
 
 
+def mark_dynamic_lengths(batch: dict[str, torch.Tensor]) -> None:
+    """Dynamic padding changes every sequence length (and the number of target positions) each batch: say so to
+    dynamo up front, so the whole-model graph compiles once instead of once static and again for each
+    dimension it later sees vary (three compiles of minutes each)."""
+    for k, v in batch.items():
+        if k.endswith("_positions"):
+            torch._dynamo.maybe_mark_dynamic(v, 0)
+        elif v.ndim == 2:  # (B, L) tokens, masks, targets
+            torch._dynamo.maybe_mark_dynamic(v, 1)
+
+
 def pretrain(cfg: QFTConfig, data: str | Path, images: str | Path, out: str | Path, *, cache: str | Path | None = None,
              resume: bool = False, device: str = "auto", stop_at: int | None = None, progress: bool = True) -> dict:
     """Pre-train QFT; returns a summary (final step, last losses, retrieval accuracy, checkpoint path)."""
@@ -277,6 +288,8 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
         torch.manual_seed(hash((tc.seed, step, rank)) & 0xFFFFFFFF)
         gen = torch.Generator().manual_seed(hash((tc.seed, step, rank, 1)) & 0xFFFFFFFF)
         b = to_device(batch, dev)
+        if tc.compile and tc.compile_scope == "model":
+            mark_dynamic_lengths(b)
         d = cfg.data
         b["pixels0"] = augment(b.pop("image0"), gen, d.augment_scale, d.augment_rotate, d.augment_jitter)
         b["pixels1"] = augment(b.pop("image1"), gen, d.augment_scale, d.augment_rotate, d.augment_jitter)

@@ -236,3 +236,27 @@ def test_closed_vqa_reads_each_question_at_its_sep_and_shuffles_images(tmp_path,
     assert r["vqa_auroc"] == r["vqa_auroc_shuffled"] and r["vqa_bal_acc"] == r["vqa_bal_acc_shuffled"]
     # ... and within one question every study gets the same score: nothing to rank by
     assert r["vqa_auroc_within_q"] == r["vqa_auroc_within_q_shuffled"] == 0.5
+
+
+def test_marked_lengths_compile_the_whole_model_graph_once():
+    """Dynamic padding: every batch has new lengths. Marked up front, they cost one compile, not one per
+    dimension found to vary later."""
+    from model.train import mark_dynamic_lengths
+
+    def loss(b):
+        return (b["report"].float() * b["report_mask"]).sum() + b["fine_targets"].flatten()[b["fine_positions"]].sum()
+
+    def compiles(mark: bool) -> int:
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        f = torch.compile(loss, backend="eager")
+        for L, Lf, n in ((7, 5, 3), (9, 4, 6), (12, 6, 2)):
+            b = {"report": torch.ones(2, L, dtype=torch.long), "report_mask": torch.ones(2, L, dtype=torch.long),
+                 "fine_targets": torch.ones(2, Lf, dtype=torch.long), "fine_positions": torch.arange(n),
+                 "report_key": torch.arange(2)}
+            if mark:
+                mark_dynamic_lengths(b)
+            f(b)
+        return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+    assert compiles(mark=False) >= 2 and compiles(mark=True) == 1
