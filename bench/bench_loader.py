@@ -4,8 +4,8 @@
     python bench/bench_loader.py --workers 0,1,2 --batches 30 --studies 2000
 
 Builds a synthetic corpus (``model.synthetic``), fills the image cache at the config's image size and
-iterates the exact DataLoader the trainer uses (StepSampler -> StudyDataset -> Collate: memory-mapped uint8
-views, per-step QA sampling, dynamic padding, pinned memory off). Augmentation runs on the training device,
+iterates the trainer's DataLoader (``training_loader``: StepSampler -> StudyDataset -> Collate: memory-mapped
+uint8 views, per-step QA sampling, dynamic padding; pinned memory off). Augmentation runs on the training device,
 so it is not part of this number. Prints one row per worker count: samples/s and ms per batch.
 """
 from __future__ import annotations
@@ -21,15 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.config import load_config  # noqa: E402
-from model.data.dataset import Collate, StepSampler, StudyDataset, build_corpus  # noqa: E402
+from model.data.dataset import StepSampler, build_corpus, training_loader  # noqa: E402
 from model.synthetic import make_corpus  # noqa: E402
 
 
 def time_loader(corpus, cfg, batch: int, batches: int, workers: int) -> dict:
     sampler = StepSampler(np.arange(len(corpus.studies)), batch, 0, batches + 2)
-    loader = torch.utils.data.DataLoader(
-        StudyDataset(corpus, cfg.data), batch_sampler=sampler, collate_fn=Collate(corpus.tokenizer.pad_id),
-        num_workers=workers, prefetch_factor=4 if workers else None)
+    loader = training_loader(corpus, cfg.data, sampler, workers)
     it = iter(loader)
     for _ in range(2):  # worker start-up and first page-ins are not steady state
         next(it)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .augment import augment
 from .checkpoint import find_checkpoint, load_checkpoint, load_config_from, save_checkpoint
 from .config import QFTConfig
-from .data.dataset import Collate, StepSampler, StudyDataset, build_corpus
+from .data.dataset import StepSampler, build_corpus, training_loader
 from .data.tables import holdout, load_label_sets
 from .data.tokenizer import TextTokenizer
 from .evaluate import bf16_autocast, closed_vqa_eval, encode_held_out, retrieval_eval, to_device
@@ -207,10 +207,7 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
 
     sampler = StepSampler(train_idx, tc.batch_size, tc.seed, tc.steps, start, rank, world,
                           lengths=np.diff(corpus.reports.offsets), group=cfg.data.group_by_length)
-    loader = torch.utils.data.DataLoader(
-        StudyDataset(corpus, cfg.data), batch_sampler=sampler, collate_fn=Collate(tok.pad_id),
-        num_workers=cfg.data.workers, pin_memory=dev.type == "cuda", persistent_workers=False,
-        prefetch_factor=4 if cfg.data.workers > 0 else None)
+    loader = training_loader(corpus, cfg.data, sampler, cfg.data.workers, pin_memory=dev.type == "cuda")
 
     # ---- metrics ------------------------------------------------------------------------------------
     metrics_path = out / "metrics.csv"

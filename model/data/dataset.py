@@ -286,3 +286,12 @@ class StepSampler(torch.utils.data.Sampler):
                 order_epoch, order = epoch, self.epoch_order(epoch)
             lo = k * gb + self.rank * self.bs
             yield [(int(self.indices[order[j]]), hash((self.seed, epoch, j)) & 0x7FFFFFFF) for j in range(lo, lo + self.bs)]
+
+
+def training_loader(corpus: Corpus, cfg: DataConfig, sampler: StepSampler, workers: int,
+                    pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The trainer's DataLoader: one padded batch per step of ``sampler``, images as uint8 (augmented on device)."""
+    return torch.utils.data.DataLoader(
+        StudyDataset(corpus, cfg), batch_sampler=sampler, collate_fn=Collate(corpus.tokenizer.pad_id),
+        num_workers=workers, pin_memory=pin_memory, persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None)
