@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from ..losses import IGNORE, target_positions
 from .cache import ImageCache, prepare_cache
 from .images import ImageRecord, build_index, pick_views
 from .tables import GRANULARITIES, Study, load_studies
 from .tokenizer import TextTokenizer, train_wordpiece
 
 log = logging.getLogger("qft")
-IGNORE = -100
 
 
 class Ragged:
@@ -237,7 +237,7 @@ class Collate:
             b[g] = _pad([x[g] for x in items], self.pad_id)
             b[g + "_mask"] = (_pad([np.ones(len(x[g])) for x in items], 0) > 0).long()
             b[g + "_targets"] = _pad([x[g + "_targets"] for x in items], IGNORE)
-            b[g + "_positions"] = torch.from_numpy(np.flatnonzero(b[g + "_targets"].numpy() != IGNORE))
+            b[g + "_positions"] = target_positions(b[g + "_targets"])
         return b
 
 
