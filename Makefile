@@ -42,13 +42,13 @@ pretrain: $(STAMP)
 	$(BIN)/python -m model.cli pretrain --data out/phantom_qa --images out/phantom --config tiny --out runs/tiny
 
 # Downstream checks of `make pretrain`'s checkpoint: a linear probe for the CheXpert labels qa-build derived
-# from the reports (held-out AUROC), on the checkpoint and on the same architecture untrained; then the
-# decoder's answers to every held-out QA pair, scored against the references.
+# from the reports (held-out AUROC), on the same architecture untrained and then on the checkpoint, compared
+# with it on the same studies (paired bootstrap); then the decoder's answers to every held-out QA pair.
 DS_ARGS := --data out/phantom_qa --images out/phantom --cache runs/tiny/cache --no-progress
 downstream: $(STAMP)
 	@test -f runs/tiny/checkpoint/model.safetensors || $(MAKE) pretrain
-	$(BIN)/qft finetune --checkpoint runs/tiny/checkpoint $(DS_ARGS) --out runs/tiny_probe
 	$(BIN)/qft finetune --checkpoint runs/tiny/checkpoint $(DS_ARGS) --out runs/tiny_probe_random --random-init
+	$(BIN)/qft finetune --checkpoint runs/tiny/checkpoint $(DS_ARGS) --out runs/tiny_probe --baseline runs/tiny_probe_random
 	$(BIN)/qft answer --checkpoint runs/tiny/checkpoint $(DS_ARGS) --out runs/tiny_answers
 
 clean:

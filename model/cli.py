@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["probe", "full"], default="probe",
                    help="probe: frozen encoder + logistic regression; full: train the encoder too")
     p.add_argument("--random-init", action="store_true", help="untrained weights of the same architecture (baseline)")
+    p.add_argument("--baseline", default=None, metavar="RUN",
+                   help="another finetune run's folder (e.g. --random-init): macro-AUROC difference, paired bootstrap")
     p.add_argument("--scheme", default="chexpert", help="labels.parquet scheme: chexpert | chestxray14")
     p.add_argument("--uncertain", choices=["ignore", "ones", "zeros"], default="ignore",
                    help="uncertain labels: left out, positive (U-Ones) or negative (U-Zeros)")
@@ -181,13 +183,21 @@ def _answer(a) -> int:
     return 0
 
 
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _interval(ci: list[float] | None, signed: bool = False) -> str:
+    return "-" if ci is None else f"{ci[0]:+.3f} to {ci[1]:+.3f}" if signed else f"{ci[0]:.3f}-{ci[1]:.3f}"
+
+
 def _finetune(a) -> int:
     from .finetune.classify import finetune_classifier
     _require_checkpoint(a.checkpoint)
     m = finetune_classifier(a.checkpoint, a.data, a.images, a.out, mode=a.mode, random_init=a.random_init,
                             scheme=a.scheme, uncertain=a.uncertain, cache=a.cache, device=a.device, l2=a.l2,
                             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, workers=a.workers,
-                            progress=not a.no_progress)
+                            progress=not a.no_progress, baseline=a.baseline)
     splits = [s for s in ("held_out", "validate", "test") if s in m]
     width = max(len(n) for n in m["labels"]) + 2
     print(f"{'label':<{width}}{'train pos':>10}" + "".join(f"{s + ' pos/n':>18}{'AUROC':>7}" for s in splits))
@@ -198,8 +208,17 @@ def _finetune(a) -> int:
             row += f"{m[s]['positives'][n]:>13}/{m[s]['n']:<4}{'-' if auc is None else f'{auc:.3f}':>7}"
         print(row)
     print(f"{'macro AUROC':<{width}}{'':>10}" + "".join(
-        f"{m[s]['labels_scored']:>13} lbl{'-' if m[s]['macro_auroc'] is None else format(m[s]['macro_auroc'], '.3f'):>8}"
-        for s in splits))
+        f"{m[s]['labels_scored']:>13} lbl{_fmt(m[s]['macro_auroc']):>8}" for s in splits))
+    k = m[splits[0]]["min_positives"]
+    print(f"{f'macro, >= {k} pos':<{width}}{'':>10}" + "".join(
+        f"{len(m[s]['frequent_labels']):>13} lbl{_fmt(m[s]['macro_auroc_frequent']):>8}" for s in splits))
+    rows = [("  bootstrap 95 % CI", [_interval(m[s]["macro_auroc_frequent_ci95"]) for s in splits])]
+    if "baseline" in m:  # paired: both runs scored on the same resampled studies
+        vs = [m[s]["vs_baseline"] for s in splits]
+        rows += [("  minus baseline", ["-" if v["diff"] is None else f"{v['diff']:+.3f}" for v in vs]),
+                 ("  paired 95 % CI", [_interval(v["ci95"], signed=True) for v in vs])]
+    for title, cells in rows:
+        print(f"{title:<{width}}{'':>10}" + "".join(f"{c:>25}" for c in cells))
     print(f"({m['mode']}, {m['init']} weights) metrics, predictions and head in {a.out}")
     return 0
 

@@ -15,7 +15,7 @@ from model.cli import main
 from model.config import load_config
 from model.data.tables import Study
 from model.evaluate import auroc
-from model.finetune.classify import fit_logistic, label_targets
+from model.finetune.classify import fit_logistic, label_targets, paired_difference, score_split
 from model.synthetic import make_corpus
 from model.train import pretrain
 from model_shapes import micro
@@ -34,6 +34,42 @@ def test_auroc_is_the_pairwise_win_rate_with_half_credit_for_ties():
     assert auroc(scores, labels) == pytest.approx(wins / (len(pos) * len(neg)))
     assert auroc(np.array([0.1, 0.9, 0.5]), np.array([0.0, 1.0, -1.0])) == 1.0
     assert np.isnan(auroc(np.array([0.1, 0.9]), np.array([1.0, 1.0])))  # one class only
+
+
+def test_score_split_frequent_macro_leaves_out_rare_labels_and_brackets_it_with_a_bootstrap_interval():
+    rng = np.random.default_rng(1)
+    n = 60
+    y = np.zeros((n, 3))
+    y[:20, 0] = 1  # frequent, well predicted
+    y[:6, 1] = 1  # frequent (6 positives), predicted at chance
+    y[0, 2] = 1  # one positive: its AUROC is a single rank
+    y[5, 2] = -1  # uncertain: not scored
+    p = np.stack([y[:, 0] * 0.5 + rng.random(n) * 0.6, rng.random(n), 1 - y[:, 2] - 0.1 * rng.random(n)], 1)
+    m = score_split(p, y, ["a", "b", "rare"], boot=200)
+    assert m["positives"] == {"a": 20, "b": 6, "rare": 1} and m["labels_scored"] == 3
+    assert m["auroc"]["rare"] == 0.0 and m["frequent_labels"] == ["a", "b"]
+    assert m["macro_auroc"] == pytest.approx(np.mean([auroc(p[:, j], y[:, j]) for j in range(3)]), abs=1e-4)
+    frequent = np.mean([auroc(p[:, j], y[:, j]) for j in range(2)])
+    assert m["macro_auroc_frequent"] == pytest.approx(frequent, abs=1e-4) and m["macro_auroc"] < frequent
+    lo, hi = m["macro_auroc_frequent_ci95"]
+    assert lo < frequent < hi and hi - lo < 0.4
+    assert score_split(p, y, ["a", "b", "rare"], boot=200) == m  # seeded: the same interval again
+    none = score_split(p, y, ["a", "b", "rare"], min_positives=30)
+    assert none["frequent_labels"] == [] and none["macro_auroc_frequent"] is None
+    assert score_split(p, y, ["a", "b", "rare"], boot=0)["macro_auroc_frequent_ci95"] is None
+
+
+def test_paired_difference_is_zero_against_itself_and_bounded_away_from_zero_for_a_better_model():
+    rng = np.random.default_rng(2)
+    y = (rng.random((80, 2)) < 0.3).astype(float)
+    good = y * 0.6 + rng.random((80, 2))  # informative
+    noise = rng.random((80, 2))  # chance
+    assert paired_difference(good, good, y, boot=100) == {"diff": 0.0, "ci95": [0.0, 0.0]}
+    d = paired_difference(good, noise, y, boot=300)
+    expect = np.mean([auroc(good[:, j], y[:, j]) - auroc(noise[:, j], y[:, j]) for j in range(2)])
+    assert d["diff"] == pytest.approx(expect, abs=1e-4) and 0 < d["ci95"][0] < d["diff"] < d["ci95"][1]
+    flipped = paired_difference(noise, good, y, boot=300)
+    assert flipped["diff"] == -d["diff"] and flipped["ci95"][1] < 0
 
 
 def test_label_targets_blank_is_negative_and_uncertain_follows_the_policy(tmp_path):
@@ -84,7 +120,7 @@ def test_finetune_probe_writes_metrics_predictions_and_head(run, capsys):
                  "--images", str(run / "images"), "--out", str(out), "--cache", str(run / "run" / "cache"),
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "Cardiomegaly" in printed and "macro AUROC" in printed
+    assert "Cardiomegaly" in printed and "macro AUROC" in printed and "bootstrap 95 % CI" in printed
     m = json.loads((out / "metrics.json").read_text())
     assert m["labels"] == ["Cardiomegaly", "Lung Lesion", "No Finding", "Pleural Effusion"]
     assert m["mode"] == "probe" and m["init"] == "pretrained"
@@ -119,8 +155,14 @@ def test_finetune_full_and_random_init(run):
     assert not any(k.startswith(("qft.decoder.", "qft.text_encoder.")) for k in keys)
     r = finetune_classifier(ck, run / "data", run / "images", run / "rand", random_init=True,
                             cache=run / "run" / "cache", progress=False)
-    p = finetune_classifier(ck, run / "data", run / "images", run / "pre", cache=run / "run" / "cache", progress=False)
-    assert r["init"] == "random" and p["init"] == "pretrained"
+    p = finetune_classifier(ck, run / "data", run / "images", run / "pre", cache=run / "run" / "cache", progress=False,
+                            baseline=run / "rand")
+    assert r["init"] == "random" and p["init"] == "pretrained" and p["baseline"] == str(run / "rand")
+    for split in ("held_out", "validate", "test"):  # paired on the same studies: the difference of the two macros
+        if p[split]["macro_auroc_frequent"] is not None:
+            assert p[split]["frequent_labels"] == r[split]["frequent_labels"]
+            assert p[split]["vs_baseline"]["diff"] == pytest.approx(
+                p[split]["macro_auroc_frequent"] - r[split]["macro_auroc_frequent"], abs=2e-4)
     # other weights, other features, other probabilities
     assert (run / "rand" / "predictions.csv").read_text() != (run / "pre" / "predictions.csv").read_text()
 
@@ -133,6 +175,14 @@ def test_finetune_errors_are_one_line(run, tmp_path, capsys):
                  "--cache", str(run / "run" / "cache")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no rows with scheme 'chestxray14'" in err and "\n" not in err
+    other = tmp_path / "other_run"  # a baseline run on other studies cannot be compared pairwise
+    other.mkdir()
+    (other / "predictions.csv").write_text("report_id,split,Cardiomegaly,Lung Lesion,No Finding,Pleural Effusion\n"
+                                           "x1,test,0.1,0.2,0.3,0.4\n")
+    assert main([*args, "--checkpoint", str(run / "run" / "checkpoint"), "--cache", str(run / "run" / "cache"),
+                 "--baseline", str(other), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "held-out studies are not in it" in err and "predictions.csv" in err and "\n" not in err
 
 
 def test_answer_scores_normalise_and_count_overlap():

@@ -15,7 +15,9 @@ the train split, one L2-regularised logistic regression per label fitted by L-BF
 ``full``: ``ClassificationHead`` trained end to end with AdamW; the epoch with the best validate macro-AUROC
 is kept (the last one when there is no validate split).
 
-Writes to OUT: metrics.json (per split: AUROC per label, macro-AUROC, positives), predictions.csv
+Writes to OUT: metrics.json (per split: AUROC per label, positives, macro-AUROC over every label with both
+classes, and over the frequent labels only (>= 5 positives and 5 negatives) with a bootstrap 95 % interval;
+with ``--baseline RUN``, this run's frequent-label macro minus RUN's on the same studies, paired), predictions.csv
 (held-out studies, one probability per label) and head.safetensors.
 """
 from __future__ import annotations
@@ -45,6 +47,8 @@ from .heads import ClassificationHead, load_labels, multilabel_loss, pooled_feat
 
 log = logging.getLogger("qft")
 UNCERTAIN = {"ignore": -1.0, "ones": 1.0, "zeros": 0.0}  # what an uncertain (-1) label becomes; -1 = ignored
+MIN_POSITIVES = 5  # a label enters the "frequent" macro-AUROC with at least this many positives and negatives
+BOOTSTRAP = 1000  # resamples of the held-out studies for that macro's 95 % interval
 
 
 @dataclass
@@ -99,14 +103,85 @@ def load_labelled_images(data_dir: str | Path, images: str | Path, cache_root: s
 # scoring
 
 
-def score_split(probs: np.ndarray, targets: np.ndarray, names: list[str]) -> dict:
-    """Per-label AUROC (known targets only) and their mean over labels where both classes occur."""
+def score_split(probs: np.ndarray, targets: np.ndarray, names: list[str], min_positives: int = MIN_POSITIVES,
+                boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Per-label AUROC (known targets only) and their mean over labels where both classes occur; then the mean
+    over the frequent labels (>= min_positives positives and negatives here: one positive makes an AUROC a
+    single rank) with a 95 % percentile bootstrap interval over studies (boot resamples, seeded)."""
     per = {n: auroc(probs[:, j], targets[:, j]) for j, n in enumerate(names)}
     scored = [v for v in per.values() if not math.isnan(v)]
-    return {"n": int(len(targets)), "positives": {n: int((targets[:, j] == 1).sum()) for j, n in enumerate(names)},
-            "auroc": {n: (None if math.isnan(v) else round(v, 4)) for n, v in per.items()},
-            "macro_auroc": round(float(np.mean(scored)), 4) if scored else None,
-            "labels_scored": len(scored)}
+    pos, neg = (targets == 1).sum(0), (targets == 0).sum(0)
+    frequent = [j for j in range(len(names)) if pos[j] >= min_positives and neg[j] >= min_positives]
+    out = {"n": int(len(targets)), "positives": {n: int(pos[j]) for j, n in enumerate(names)},
+           "auroc": {n: (None if math.isnan(v) else round(v, 4)) for n, v in per.items()},
+           "macro_auroc": round(float(np.mean(scored)), 4) if scored else None,
+           "labels_scored": len(scored), "min_positives": min_positives,
+           "frequent_labels": [names[j] for j in frequent], "macro_auroc_frequent": None,
+           "macro_auroc_frequent_ci95": None}
+    if frequent:
+        out["macro_auroc_frequent"] = round(float(np.mean([per[names[j]] for j in frequent])), 4)
+        if boot:
+            out["macro_auroc_frequent_ci95"] = bootstrap_macro_ci(probs[:, frequent], targets[:, frequent], boot, seed)
+    return out
+
+
+def bootstrap_macro_ci(probs: np.ndarray, targets: np.ndarray, boot: int, seed: int = 0) -> list[float]:
+    """95 % percentile interval of the macro-AUROC when the studies (rows) are resampled with replacement."""
+    return _interval(_bootstrap_macros(targets, boot, seed, probs)[:, 0])
+
+
+def paired_difference(probs: np.ndarray, base: np.ndarray, targets: np.ndarray, boot: int = BOOTSTRAP,
+                      seed: int = 0) -> dict:
+    """Macro-AUROC of probs minus that of base (another run's predictions for the same studies and labels), with
+    a paired bootstrap 95 % interval: both are scored on the same resampled studies, so the interval is that of
+    the difference, much narrower than two separate intervals would suggest."""
+    ok = [j for j in range(targets.shape[1]) if (targets[:, j] == 1).any() and (targets[:, j] == 0).any()]
+    if not ok:
+        return {"diff": None, "ci95": None}
+    diff = np.mean([auroc(probs[:, j], targets[:, j]) - auroc(base[:, j], targets[:, j]) for j in ok])
+    m = _bootstrap_macros(targets, boot, seed, probs, base)
+    return {"diff": round(float(diff), 4), "ci95": _interval(m[:, 0] - m[:, 1]) if boot else None}
+
+
+def _bootstrap_macros(targets: np.ndarray, boot: int, seed: int, *probs: np.ndarray) -> np.ndarray:
+    """(resamples, len(probs)) macro-AUROCs of each probs over the same resamples of the studies; a label that
+    loses one of its classes in a resample is left out of that resample's means."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(boot):
+        idx = rng.integers(0, len(targets), len(targets))
+        t = targets[idx]
+        ok = [j for j in range(t.shape[1]) if (t[:, j] == 1).any() and (t[:, j] == 0).any()]
+        if ok:
+            rows.append([np.mean([auroc(p[idx, j], t[:, j]) for j in ok]) for p in probs])
+    return np.array(rows).reshape(-1, len(probs))
+
+
+def _interval(samples: np.ndarray) -> list[float] | None:
+    if not len(samples):  # every resample lost a class of every label: no interval
+        return None
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def read_predictions(run: str | Path, names: list[str], ids: list[str]) -> np.ndarray:
+    """Another run's predictions.csv (a folder or the file) -> (len(ids), len(names)) probabilities in this
+    run's study and label order. Refuses a run on other studies or labels: a paired comparison needs both."""
+    path = Path(run) / "predictions.csv" if Path(run).is_dir() else Path(run)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions.csv of a `qft finetune` run to compare with")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = {r["report_id"]: r for r in reader}
+        columns = reader.fieldnames or []
+    lacking = [n for n in names if n not in columns]
+    if lacking:
+        raise ValueError(f"{path}: no column for label(s) {', '.join(lacking)}: another label scheme or data")
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of this run's {len(ids)} held-out studies are not in it (first: "
+                         f"{missing[0]}): another data split")
+    return np.array([[float(rows[i][n]) for n in names] for i in ids])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -157,8 +232,10 @@ def finetune_classifier(checkpoint: str | Path | None, data_dir: str | Path, ima
                         mode: str = "probe", random_init: bool = False, scheme: str = "chexpert",
                         uncertain: str = "ignore", cache: str | Path | None = None, device: str = "auto",
                         l2: float = 1e-2, epochs: int = 10, batch_size: int = 32, lr: float = 1e-4,
-                        seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
-    """Train a classification head on ``checkpoint``'s image encoder + QFT; returns (and writes) the metrics."""
+                        seed: int = 0, workers: int = 2, progress: bool = True,
+                        baseline: str | Path | None = None) -> dict:
+    """Train a classification head on ``checkpoint``'s image encoder + QFT; returns (and writes) the metrics.
+    ``baseline``: another run's folder (e.g. the same recipe with ``random_init``) to compare with, paired."""
     if mode not in ("probe", "full"):
         raise ValueError(f"mode must be 'probe' or 'full', not {mode!r}")
     out = Path(out)
@@ -215,7 +292,15 @@ def finetune_classifier(checkpoint: str | Path | None, data_dir: str | Path, ima
     else:
         metrics.update({"epochs": epochs, "batch_size": batch_size, "lr": lr})
     for name, idx in eval_sets.items():
-        metrics[name] = score_split(probs[idx], y[idx].numpy(), names)
+        metrics[name] = score_split(probs[idx], y[idx].numpy(), names, seed=seed)
+    if baseline is not None:  # what this run adds over the baseline, on the same studies and frequent labels
+        base = np.full_like(probs, np.nan)
+        base[held_idx] = read_predictions(baseline, names, [data.studies[i].report_id for i in held_idx])
+        metrics["baseline"] = str(baseline)
+        for name, idx in eval_sets.items():
+            cols = [names.index(n) for n in metrics[name]["frequent_labels"]]
+            metrics[name]["vs_baseline"] = paired_difference(probs[np.ix_(idx, cols)], base[np.ix_(idx, cols)],
+                                                             y[idx].numpy()[:, cols], seed=seed)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / "head.safetensors"),
               metadata={"labels": json.dumps(names), "mode": mode, "scheme": scheme})
@@ -260,7 +345,8 @@ def _train_full(head: ClassificationHead, data: LabelledImages, y: torch.Tensor,
             bar.update()
         if val_idx is not None and len(val_idx):
             probs = _predict(head, data, all_idx, dev, autocast)
-            m = score_split(probs[val_idx], y[val_idx].numpy(), [str(j) for j in range(y.shape[1])])["macro_auroc"]
+            names = [str(j) for j in range(y.shape[1])]
+            m = score_split(probs[val_idx], y[val_idx].numpy(), names, boot=0)["macro_auroc"]
             log.info("finetune epoch %d: loss %.4f, validate macro-AUROC %s", epoch + 1, loss.item(), m)
             if m is not None and m > best:
                 best, best_state = m, copy.deepcopy(head.state_dict())
