@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                            workers=cfg.data.workers if a.workers is None else a.workers)
             print(f"cache {cache.folder}: {int(cache.ok.sum())}/{cache.count} images ready")
             return 0
+        from .evaluate import wilson_interval
         from .train import pretrain
         summary = pretrain(cfg, a.data, a.images, a.out or f"runs/{cfg.name}", cache=a.cache, resume=a.resume,
                            device=a.device, stop_at=a.stop_at, progress=not a.no_progress)
@@ -150,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"held-out image-report retrieval top-1: image->report {r['i2t_top1']:.3f}, "
                   f"report->image {r['t2i_top1']:.3f} over {r['n']} studies (chance {r['chance']:.3f})")
             if "label_chance" in r:  # same positive CheXpert labels: what an image can actually show
-                print(f"held-out label-aware retrieval top-1: image->report {r['i2t_label_top1']:.3f}, "
-                      f"report->image {r['t2i_label_top1']:.3f} (chance {r['label_chance']:.3f})")
+                ci = [wilson_interval(r[k], r["n"]) for k in ("i2t_label_top1", "t2i_label_top1")]
+                print(f"held-out label-aware retrieval top-1: image->report {r['i2t_label_top1']:.3f} "
+                      f"({ci[0][0]:.3f}-{ci[0][1]:.3f}), report->image {r['t2i_label_top1']:.3f} "
+                      f"({ci[1][0]:.3f}-{ci[1][1]:.3f}; 95 % intervals); chance {r['label_chance']:.3f}, the "
+                      f"retrieved items against shuffled queries {r['i2t_label_prior']:.3f} / "
+                      f"{r['t2i_label_prior']:.3f}")
             if "vqa_auroc" in r:  # the decoder's yes/no answers, and the same with images shuffled
                 print(f"held-out closed VQA ({r['vqa_n']} yes/no questions): AUROC {r['vqa_auroc']:.3f}, balanced "
                       f"accuracy {r['vqa_bal_acc']:.3f}, within-question AUROC {r['vqa_auroc_within_q']:.3f}; images "

@@ -36,6 +36,16 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion p observed over n trials (e.g. top-1 retrieval accuracy over
+    n held-out studies): how far a figure can move by chance alone, as another seed or summation order moves it."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -91,7 +101,10 @@ def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, de
     With ``labels`` (report_id -> set of positive labels, e.g. CheXpert) also the label-aware top-1: a hit
     when the retrieved report has the same label set as the true one. Differently worded reports of the same
     findings (every normal study, say) cannot be told apart from the image, so the exact metric is capped
-    well below 1; ``label_chance`` is the label-aware accuracy of a random ranking."""
+    well below 1; ``label_chance`` is the label-aware accuracy of a random ranking, and ``*_label_prior`` the
+    expected accuracy of the items actually retrieved if the queries were shuffled: a model that retrieves the
+    most common label set (normal) for everything beats chance but not its prior; only the excess over the
+    prior comes from matching this image with this report."""
     e = encoded or encode_held_out(model, corpus, data_cfg, indices, device, batch_size, autocast)
     sim = e.image @ e.report.t()  # (n images, n reports)
     key = e.keys
@@ -103,9 +116,14 @@ def retrieval_eval(model: QFT, corpus: Corpus, data_cfg, indices: np.ndarray, de
         sets = [labels.get(corpus.studies[int(i)].report_id) for i in e.indices]
         ids = {x: j for j, x in enumerate(dict.fromkeys(sets))}
         lab = torch.tensor([ids[x] if x is not None else -1 - j for j, x in enumerate(sets)], device=sim.device)
-        out.update({"i2t_label_top1": (lab[sim.argmax(1)] == lab).float().mean().item(),
-                    "t2i_label_top1": (lab[sim.argmax(0)] == lab).float().mean().item(),
-                    "label_chance": (lab[:, None] == lab[None, :]).float().mean().item()})
+        freq = (lab[:, None] == lab[None, :]).float().mean(1)  # (n,) share of studies with each one's label set
+        i2t, t2i = sim.argmax(1), sim.argmax(0)
+        out.update({"i2t_label_top1": (lab[i2t] == lab).float().mean().item(),
+                    "t2i_label_top1": (lab[t2i] == lab).float().mean().item(),
+                    "label_chance": freq.mean().item(),
+                    # the same retrieved items scored against shuffled queries: what the ranking's preference
+                    # for common label sets earns alone (a hub retrieved for every query scores its share)
+                    "i2t_label_prior": freq[i2t].mean().item(), "t2i_label_prior": freq[t2i].mean().item()})
     return out
 
 

@@ -214,10 +214,13 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     fields = ["step", "lr", "loss", "itc", "qrc", "lm_coarse", "lm_middle", "lm_fine", "grad_norm",
               "samples_per_s", "mfu", "i2t_top1", "t2i_top1", "chance", "i2t_label_top1", "t2i_label_top1",
               "label_chance", "vqa_n", "vqa_auroc", "vqa_bal_acc", "vqa_auroc_within_q", "vqa_auroc_shuffled",
-              "vqa_bal_acc_shuffled", "vqa_auroc_within_q_shuffled"]
+              "vqa_bal_acc_shuffled", "vqa_auroc_within_q_shuffled", "i2t_label_prior", "t2i_label_prior"]
     writer = None
     if rank == 0:
         new = not metrics_path.exists() or start == 0
+        if not new:  # resuming: keep the file's own columns (a run begun by an older version has fewer)
+            with open(metrics_path, newline="") as f:
+                fields = next(csv.reader(f), None) or fields
         mf = open(metrics_path, "w" if new else "a", newline="")
         writer = csv.DictWriter(mf, fieldnames=fields)
         if new:
@@ -246,8 +249,9 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
                      step, r["i2t_top1"], r["t2i_top1"], r["n"], r["chance"])
             if "i2t_label_top1" in r:
                 log.info("step %d: held-out label-aware retrieval top-1 (same CheXpert positives) image->report "
-                         "%.3f report->image %.3f (chance %.3f)", step, r["i2t_label_top1"], r["t2i_label_top1"],
-                         r["label_chance"])
+                         "%.3f report->image %.3f (chance %.3f; the retrieved items against shuffled queries %.3f / "
+                         "%.3f)", step, r["i2t_label_top1"], r["t2i_label_top1"], r["label_chance"],
+                         r["i2t_label_prior"], r["t2i_label_prior"])
             v = closed_vqa_eval(model, corpus, cfg.data, eval_idx, dev, 2 * tc.batch_size, autocast, tc.seed, enc)
             if v:
                 log.info("step %d: held-out closed VQA (%d yes/no questions, %d yes): AUROC %.3f, balanced accuracy "

@@ -58,9 +58,18 @@ def test_resume_continues_exactly(tmp_path, corpus):
     pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "b", cache=tmp_path / "cache", progress=False,
              stop_at=3)
     assert len(losses(tmp_path / "b")) == 3
+    # a run begun by an older version has fewer metrics.csv columns: resuming appends rows in the file's own
+    with open(tmp_path / "b" / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][-2:] == ["i2t_label_prior", "t2i_label_prior"]  # the columns this version appended
+    with open(tmp_path / "b" / "metrics.csv", "w", newline="") as f:
+        csv.writer(f).writerows(r[:-2] for r in rows)
     pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "b", cache=tmp_path / "cache", progress=False,
              resume=True)
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    with open(tmp_path / "b" / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) > 4 and all(len(r) == len(rows[0]) for r in rows)
 
 
 def test_regional_compile_trains_like_eager_and_counts_flops_eagerly(tmp_path, corpus, monkeypatch):
@@ -146,6 +155,45 @@ def test_cli_synth_prepare_and_yaml_config(tmp_path, capsys):
     assert main(["prepare", "--data", str(tmp_path / "d"), "--images", str(tmp_path / "nope"),
                  "--cache", str(tmp_path / "cache")]) == 2
     assert "expected an image root folder or a CSV" in capsys.readouterr().err
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    from model.evaluate import wilson_interval
+
+    assert wilson_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    lo, hi = wilson_interval(0.0, 20)  # never 0-width, never below 0
+    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
+    lo, hi = wilson_interval(0.278, 115)  # make pretrain's label-aware retrieval: +-0.08 by chance alone
+    assert 0.20 < lo < 0.21 and 0.36 < hi < 0.37
+
+
+def test_label_aware_retrieval_prior_exposes_a_hub_and_not_a_matching_model():
+    """A model that retrieves one common-label item for every query beats label chance but not its own prior
+    (the retrieved items scored against shuffled queries); a model that matches each pair beats both."""
+    import types
+
+    import numpy as np
+
+    from model.evaluate import HeldOut, retrieval_eval
+
+    sets = [frozenset({"No Finding"})] * 6 + [frozenset({"Edema"})] * 2 + [frozenset({"Effusion"})] * 2
+    corpus = types.SimpleNamespace(studies=[types.SimpleNamespace(report_id=f"r{i}") for i in range(10)])
+    labels = {f"r{i}": x for i, x in enumerate(sets)}
+    eye = torch.eye(10)
+    hub = torch.zeros(10, 10)
+    hub[:, 0] = 1  # every image and every report sits next to study 0 (normal)
+
+    def score(image, report):
+        e = HeldOut(np.arange(10), image, report, torch.arange(10), torch.zeros(10, 1, 1))
+        return retrieval_eval(None, corpus, None, np.arange(10), torch.device("cpu"), 4, labels=labels, encoded=e)
+
+    h = score(hub, eye)  # every image retrieves report 0
+    assert h["label_chance"] == pytest.approx((6 * 0.6 + 2 * 0.2 + 2 * 0.2) / 10)  # 0.44
+    assert h["i2t_label_top1"] == pytest.approx(0.6) and h["i2t_label_top1"] > h["label_chance"]  # beats chance ...
+    assert h["i2t_label_prior"] == pytest.approx(0.6)  # ... but only by its prior
+    m = score(eye, eye)  # each image retrieves its own report
+    assert m["i2t_label_top1"] == m["t2i_label_top1"] == 1.0
+    assert m["i2t_label_prior"] == pytest.approx(m["label_chance"])  # retrieves every label set as often as it occurs
 
 
 def test_retrieval_eval_label_aware_metric(tmp_path):
