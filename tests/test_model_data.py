@@ -94,6 +94,25 @@ def test_monochrome1_is_inverted_and_jpeg_reads(tmp_path):
     assert read_image(tmp_path / "x.jpg").shape == (512, 512)
 
 
+@pytest.mark.skipif(not SHARED.exists(), reason="shared images not present")
+def test_jpeg_decodes_at_reduced_scale_for_the_cache_with_the_same_pixels(tmp_path):
+    """load_resized lets libjpeg decode at 1/2..1/8 scale while both sides stay >= 2x the target: far less work on
+    a full-size radiograph, and 99 % of the cached pixels stay within 2 grey levels of a full decode."""
+    from PIL import Image
+
+    from model.data.images import load_resized, resize_square
+    png = Image.open(SHARED / "00000001_000.png")
+    png.convert("L").save(tmp_path / "grey.jpg", quality=95)
+    png.convert("RGB").save(tmp_path / "rgb.jpg", quality=95)
+    for name in ("grey.jpg", "rgb.jpg"):
+        assert read_image(tmp_path / name).shape == (512, 512)
+        assert read_image(tmp_path / name, at_least=100).shape == (128, 128)  # 1/4: 1/8 would be 64 < 100
+        full = resize_square(read_image(tmp_path / name), 64)
+        diff = np.abs(load_resized(tmp_path / name, 64).astype(int) - full)
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2 and diff.max() <= 6
+    assert read_image(SHARED / "00000001_000.png", at_least=100).shape == (512, 512)  # only JPEGs are drafted
+
+
 def test_sixteen_bit_png_is_scaled(tmp_path):
     from PIL import Image
     a = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 4 + 1000)
