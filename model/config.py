@@ -98,6 +98,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training step (model + losses)
     compile_scope: str = "model"  # model: one graph for the whole forward (most fusion, longest compile) |
     # blocks: each repeated transformer block compiled once and reused (qft.compile_blocks; compiles much faster)
+    grad_checkpointing: bool = False  # recompute each transformer block's activations in backward: about a third
+    # more compute for a fraction of the activation memory (large batches on a small GPU; qft.set_grad_checkpointing)
     seed: int = 1337
     log_every: int = 20  # steps between log lines / CSV rows
     eval_every: int = 1000  # steps between retrieval evaluations (0: only at the end)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 from .losses import (FeatureQueue, QFTLoss, gather_rows, image_report_contrastive, lm_loss, query_report_contrastive,
@@ -192,13 +193,15 @@ class QueryTransformer(nn.Module):
         self.image_proj = nn.Sequential(nn.Linear(image_width, H), nn.LayerNorm(H, eps=1e-12))
         self.layers = nn.ModuleList(QFTLayer(H, cfg.qft_heads, cfg.qft_mlp_ratio, cfg.dropout)
                                     for _ in range(cfg.qft_layers))
+        self.grad_checkpointing = False  # set_grad_checkpointing: recompute each layer in backward
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         image = self.image_proj(patches)  # (B, N, H)
         # contiguous: layer inputs keep one memory layout (a compiled QFTLayer would recompile for stride 0)
         x = self.in_ln(self.queries).expand(patches.shape[0], -1, -1).contiguous()  # (B, Q, H)
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, image)
+            x = checkpoint(layer, x, image, use_reentrant=False) if recompute else layer(x, image)
         return torch.cat([x.mean(1, keepdim=True), x], 1)  # (B, 1 + Q, H)
 
 
@@ -382,6 +385,25 @@ class QFT(nn.Module):
             for v in range(2):
                 self.query_queues[v].push(gather_rows(k_q[v].detach()), all_keys)
         return QFTLoss(total, itc, qrc, *lm)
+
+
+def set_grad_checkpointing(model: QFT, enable: bool = True) -> None:
+    """Activation checkpointing of every trainable transformer stack (ViT / BERT / GPT-2 layers through
+    transformers' own switch, the QFT layers through torch.utils.checkpoint, non-reentrant): their activations
+    are recomputed in backward instead of kept. The momentum copies run without grad and keep nothing anyway."""
+    for name, backbone in (("image", model.image_encoder.backbone), ("report", model.text_encoder.backbone),
+                           ("decoder", model.decoder)):
+        if not getattr(backbone, "supports_gradient_checkpointing", False):
+            raise ValueError(f"train.grad_checkpointing: the {name} backbone ({type(backbone).__name__}) does not "
+                             "support gradient checkpointing")
+        # newer transformers call it activation checkpointing (the old name warns); older ones know only the old name
+        prefix = "activation" if hasattr(backbone, "activation_checkpointing_enable") else "gradient"
+        if enable:
+            getattr(backbone, f"{prefix}_checkpointing_enable")({"use_reentrant": False})
+        else:
+            getattr(backbone, f"{prefix}_checkpointing_disable")()
+    model.text_encoder.backbone.config.use_cache = False  # an encoder caches nothing (and transformers would warn)
+    model.qft.grad_checkpointing = enable
 
 
 def compile_blocks(model: nn.Module, **compile_kwargs) -> int:

@@ -30,7 +30,7 @@ from .data.dataset import StepSampler, build_corpus, training_loader
 from .data.tables import holdout, load_label_sets
 from .data.tokenizer import TextTokenizer
 from .evaluate import bf16_autocast, closed_vqa_eval, encode_held_out, retrieval_eval, to_device
-from .qft import QFT, compile_blocks, cosine_lr, param_count
+from .qft import QFT, compile_blocks, cosine_lr, param_count, set_grad_checkpointing
 
 log = logging.getLogger("qft")
 
@@ -181,6 +181,8 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
 
     # ---- model + optimiser ------------------------------------------------------------------------
     model = QFT(cfg.model, tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id).to(dev)
+    if tc.grad_checkpointing:
+        set_grad_checkpointing(model)
     opt = make_optimizer(model, tc, dev)
     start = 0
     if ckpt is not None:
@@ -324,9 +326,11 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
             mfu = flops_per_sample * sps / (peak * world) if peak and flops_per_sample else float("nan")
             last = {"step": done, "lr": lr, **out_loss.items(), "grad_norm": grad_norm.item(), "samples_per_s": sps,
                     "mfu": mfu}
+            mfu_text = "n/a (no GPU peak)" if not math.isfinite(mfu) else f"{100 * mfu:.1f}%" + (
+                " (the recomputed forward counted too)" if tc.grad_checkpointing else "")
             log.info("step %d/%d | loss %.4f itc %.3f qrc %.3f lm c/m/f %.3f/%.3f/%.3f | lr %.2e | %.1f samples/s | MFU %s",
                      done, tc.steps, last["loss"], last["itc"], last["qrc"], last["lm_coarse"], last["lm_middle"],
-                     last["lm_fine"], lr, sps, f"{100 * mfu:.1f}%" if math.isfinite(mfu) else "n/a (no GPU peak)")
+                     last["lm_fine"], lr, sps, mfu_text)
             record(last)
             t_log, n_log = time.perf_counter(), 0
         if tc.eval_every and done % tc.eval_every == 0 and done < end:

@@ -73,6 +73,29 @@ def test_lm_loss_on_target_positions_equals_the_full_logits_loss():
     assert m(none).lm_fine.item() == 0.0  # no target token: 0, not NaN
 
 
+def test_grad_checkpointing_gives_the_same_loss_and_gradients_and_keeps_fewer_activations():
+    from model.qft import set_grad_checkpointing
+
+    def run(checkpointing: bool):
+        torch.manual_seed(0)
+        m = QFT(tiny().model, V, PAD, BOS, EOS).train()
+        if checkpointing:
+            set_grad_checkpointing(m)
+        saved = []  # bytes autograd keeps for backward outside the recomputed blocks
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            torch.manual_seed(1)  # the same dropout masks: checkpoint replays the RNG state when it recomputes
+            loss = m(batch()).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, sum(saved)
+
+    loss, grads, kept = run(False)
+    loss_ck, grads_ck, kept_ck = run(True)
+    assert torch.allclose(loss, loss_ck) and grads.keys() == grads_ck.keys()
+    assert all(torch.allclose(grads[n], grads_ck[n], atol=1e-6) for n in grads)
+    assert kept_ck < 0.6 * kept
+
+
 def test_overfit_tiny_batch_all_terms_decrease():
     torch.manual_seed(0)
     m = QFT(tiny(**{"model.queue_size": 0}).model, V, PAD, BOS, EOS)

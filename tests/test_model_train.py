@@ -89,6 +89,11 @@ def test_regional_compile_trains_like_eager_and_counts_flops_eagerly(tmp_path, c
                  cache=tmp_path / "cache", progress=False)
     assert calls == [7] and s["flops_per_sample"] == e["flops_per_sample"] > 0
     assert [r[:3] for r in losses(tmp_path / "c")] == [r[:3] for r in losses(tmp_path / "e")]
+    # activation checkpointing, also under regional compilation: the same training, a recomputed forward more
+    cfg = load_config("tiny", {**SMALL, "train.grad_checkpointing": True})
+    g = pretrain(cfg, corpus / "data", corpus / "images", tmp_path / "g", cache=tmp_path / "cache", progress=False)
+    assert [r[:3] for r in losses(tmp_path / "g")] == [r[:3] for r in losses(tmp_path / "e")]
+    assert g["flops_per_sample"] > e["flops_per_sample"]  # the recomputed forward is counted
     with pytest.raises(ValueError, match="compile_scope"):
         load_config("tiny", {"train.compile_scope": "layers"})
 
