@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.augment import augment  # noqa: E402
 from model.config import load_config  # noqa: E402
 from model.losses import IGNORE, target_positions  # noqa: E402
-from model.qft import QFT, compile_blocks  # noqa: E402
+from model.qft import QFT, compile_blocks, set_grad_checkpointing  # noqa: E402
 from model.train import PEAK_BF16  # noqa: E402
 
 VOCAB = {"paper": 21128, "tiny": 2000}  # the anchor's vocabulary at paper shapes; tiny.json's otherwise
@@ -63,6 +63,8 @@ def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengt
     except Exception:  # noqa: BLE001  (a backbone that insists on CPU construction)
         model = QFT(cfg.model, vocab, 0, 5, 6)
     model = model.to(dev).train()  # anything still elsewhere
+    if cfg.train.grad_checkpointing:  # --set train.grad_checkpointing=true: as the trainer does
+        set_grad_checkpointing(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=dev.type == "cuda")
     fwd = torch.compile(model, backend=backend) if mode == "compile" else model
     if mode == "blocks":  # regional compilation: each repeated transformer block once
@@ -107,7 +109,7 @@ def run_setting(cfg, setting: str, bs: int, steps: int, dev: torch.device, lengt
     out = {"setting": setting, "batch": bs, "step_s": round(med, 4), "samples_per_s": round(bs / med, 1),
            "first_step_s": round(first_s, 1),
            "peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
-           "TFLOP_per_sample": round(flops / bs / 1e12, 4), "achieved_TFLOPs": round(flops / med / 1e12, 2)}
+           "TFLOP_per_sample": float(f"{flops / bs / 1e12:.4g}"), "achieved_TFLOPs": round(flops / med / 1e12, 2)}
     if profile:
         try:  # a diagnostic: its failure must not cost the timed row
             out["profile"] = profile_steps(lambda: step(fwd), dev, profile)

@@ -43,3 +43,7 @@ def test_run_setting_times_counts_flops_and_profiles_on_cpu():
     assert p["steps"] == 1 and p["wall_ms_per_step"] > 0
     names = [name for name, _ in p["top"]]
     assert any(n in ("aten::mm", "aten::addmm", "aten::bmm") for n in names), names
+    # --set train.grad_checkpointing=true: the recomputed forward shows in the FLOPs
+    ck = load_config("tiny", {"train.grad_checkpointing": True})
+    assert bench.run_setting(ck, "fp32-eager", 2, 1, torch.device("cpu"), lengths, 300)["TFLOP_per_sample"] > \
+        r["TFLOP_per_sample"]
