@@ -12,7 +12,8 @@
 #   2. ours with regional compilation (each repeated block compiled once, --compile blocks)
 #   3. the official recipe's online queue (momentum 0: no momentum encoder, the anchor's FLOPs), blocks compiled
 #   4. ours with the whole step compiled as one graph (most fusion, minutes of compilation)
-#   5. batch 256 (may not fit an 80 GB card)
+#   5. batch 256 with activation checkpointing (without it ~1 GiB of fp32-equivalent activations per sample would
+#      not fit even the H200; this row says what recomputation costs on a GPU)
 # Stages 1-4 also profile two steps each (--profile): GPU time by kernel kind, how busy the GPU was, top kernels.
 # CPU dry run (eager backend: no inductor codegen):
 #   SIZE=tiny BATCHES=8 BIG=16 STEPS=2 ANCHOR_RUNS=anchor:4 PREC=fp32 BACKEND=eager PY=.venv/bin/python bash bench/device_qft.sh
@@ -48,5 +49,5 @@ stage 150 --batches "$BATCHES" --settings "$PREC-eager" "${prof[@]}" "${anchor[@
 stage 200 --batches "$BATCHES" --settings "$PREC-blocks" "${prof[@]}"
 stage 150 --batches "$BATCHES" --settings "$PREC-blocks" --set model.momentum=0 "${prof[@]}"
 stage 240 --batches "$BATCHES" --settings "$PREC-compile" "${prof[@]}"
-stage 150 --batches "$BIG" --settings "$PREC-blocks"
+stage 150 --batches "$BIG" --settings "$PREC-blocks" --set train.grad_checkpointing=true
 echo "## done at +$((SECONDS - start)) s" | tee -a "$log"
