@@ -13,6 +13,7 @@ query-report contrastive (max over queries), LM loss on one coarse / middle / fi
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from torch.utils.checkpoint import checkpoint
 from .config import ModelConfig
 from .losses import (FeatureQueue, QFTLoss, gather_rows, image_report_contrastive, lm_loss, query_report_contrastive,
                      target_positions)
+
+log = logging.getLogger("qft")
 
 # backbones whose last_hidden_state starts with a [CLS] token (global = token 0, patches follow; see special_tokens)
 CLS_FIRST = {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn", "vit_mae",
@@ -394,15 +397,18 @@ def set_grad_checkpointing(model: QFT, enable: bool = True) -> None:
     for name, backbone in (("image", model.image_encoder.backbone), ("report", model.text_encoder.backbone),
                            ("decoder", model.decoder)):
         if not getattr(backbone, "supports_gradient_checkpointing", False):
-            raise ValueError(f"train.grad_checkpointing: the {name} backbone ({type(backbone).__name__}) does not "
-                             "support gradient checkpointing")
+            if enable:
+                log.warning("train.grad_checkpointing: the %s backbone (%s) does not support it; its activations "
+                            "are kept", name, type(backbone).__name__)
+            continue
         # newer transformers call it activation checkpointing (the old name warns); older ones know only the old name
         prefix = "activation" if hasattr(backbone, "activation_checkpointing_enable") else "gradient"
         if enable:
             getattr(backbone, f"{prefix}_checkpointing_enable")({"use_reentrant": False})
         else:
             getattr(backbone, f"{prefix}_checkpointing_disable")()
-    model.text_encoder.backbone.config.use_cache = False  # an encoder caches nothing (and transformers would warn)
+    if enable:
+        model.text_encoder.backbone.config.use_cache = False  # an encoder caches nothing (transformers would warn)
     model.qft.grad_checkpointing = enable
 
 
