@@ -192,7 +192,7 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _interval(ci: list[float] | None, signed: bool = False) -> str:
+def _fmt_interval(ci: list[float] | None, signed: bool = False) -> str:
     return "-" if ci is None else f"{ci[0]:+.3f} to {ci[1]:+.3f}" if signed else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
@@ -217,11 +217,11 @@ def _finetune(a) -> int:
     k = m[splits[0]]["min_positives"]
     print(f"{f'macro, >= {k} pos':<{width}}{'':>10}" + "".join(
         f"{len(m[s]['frequent_labels']):>13} lbl{_fmt(m[s]['macro_auroc_frequent']):>8}" for s in splits))
-    rows = [("  bootstrap 95 % CI", [_interval(m[s]["macro_auroc_frequent_ci95"]) for s in splits])]
+    rows = [("  bootstrap 95 % CI", [_fmt_interval(m[s]["macro_auroc_frequent_ci95"]) for s in splits])]
     if "baseline" in m:  # paired: both runs scored on the same resampled studies
         vs = [m[s]["vs_baseline"] for s in splits]
         rows += [("  minus baseline", ["-" if v["diff"] is None else f"{v['diff']:+.3f}" for v in vs]),
-                 ("  paired 95 % CI", [_interval(v["ci95"], signed=True) for v in vs])]
+                 ("  paired 95 % CI", [_fmt_interval(v["ci95"], signed=True) for v in vs])]
     for title, cells in rows:
         print(f"{title:<{width}}{'':>10}" + "".join(f"{c:>25}" for c in cells))
     print(f"({m['mode']}, {m['init']} weights) metrics, predictions and head in {a.out}")
