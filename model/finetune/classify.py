@@ -135,7 +135,7 @@ def paired_difference(probs: np.ndarray, base: np.ndarray, targets: np.ndarray, 
     """Macro-AUROC of probs minus that of base (another run's predictions for the same studies and labels), with
     a paired bootstrap 95 % interval: both are scored on the same resampled studies, so the interval is that of
     the difference, much narrower than two separate intervals would suggest."""
-    ok = [j for j in range(targets.shape[1]) if (targets[:, j] == 1).any() and (targets[:, j] == 0).any()]
+    ok = _both_classes(targets)
     if not ok:
         return {"diff": None, "ci95": None}
     diff = np.mean([auroc(probs[:, j], targets[:, j]) - auroc(base[:, j], targets[:, j]) for j in ok])
@@ -151,10 +151,15 @@ def _bootstrap_macros(targets: np.ndarray, boot: int, seed: int, *probs: np.ndar
     for _ in range(boot):
         idx = rng.integers(0, len(targets), len(targets))
         t = targets[idx]
-        ok = [j for j in range(t.shape[1]) if (t[:, j] == 1).any() and (t[:, j] == 0).any()]
+        ok = _both_classes(t)
         if ok:
             rows.append([np.mean([auroc(p[idx, j], t[:, j]) for j in ok]) for p in probs])
     return np.array(rows).reshape(-1, len(probs))
+
+
+def _both_classes(targets: np.ndarray) -> list[int]:
+    """Columns with at least one positive and one negative: the labels an AUROC is defined for."""
+    return [j for j in range(targets.shape[1]) if (targets[:, j] == 1).any() and (targets[:, j] == 0).any()]
 
 
 def _interval(samples: np.ndarray) -> list[float] | None:
@@ -258,7 +263,7 @@ def finetune_classifier(checkpoint: str | Path | None, data_dir: str | Path, ima
         if np.isin(held_idx, np.flatnonzero(split == name)).any():
             eval_sets[name] = held_idx[split[held_idx] == name]
     y = torch.from_numpy(data.targets)
-    trainable = [j for j in range(len(data.names)) if (y[train_idx, j] == 1).any() and (y[train_idx, j] == 0).any()]
+    trainable = _both_classes(data.targets[train_idx])
     skipped = [data.names[j] for j in range(len(data.names)) if j not in trainable]
     if skipped:
         log.warning("finetune: %d label(s) without both classes in the train split, not trained: %s",
