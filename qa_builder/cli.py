@@ -1,4 +1,4 @@
-"""Console scripts: `qa-build`, `qa-eval`, `qa-inspect`.
+"""Console scripts: `qa-build`, `qa-eval`, `qa-inspect`, `qa-review`.
 
 Errors a user can fix (missing file, unreadable input, bad option) print one line and exit non-zero;
 rows that cannot be parsed go to rejects.parquet and do not fail the run.
@@ -17,7 +17,10 @@ import typer
 from qa_builder.lexicon import LexiconError
 
 build_app = typer.Typer(add_completion=False, help="Parse radiology reports into findings, labels and QA tables.")
-eval_app = typer.Typer(add_completion=False, help="Score a qa-build output against a 14-label gold file.")
+eval_app = typer.Typer(add_completion=False, help="Score a qa-build output against a 14-label gold file and/or a "
+                                                  "clinician review sheet.")
+review_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="Review QA answers: sample pairs into a sheet for a clinician.")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -83,6 +86,8 @@ def build(
     gold: Optional[Path] = typer.Option(None, help="14-label gold CSV: adds measured accuracy to the data card"),
     gold_reports: Optional[Path] = typer.Option(None, help="reports CSV with MeSH codes for --gold (Hernia, laterality)"),
     sentence_cache: int = typer.Option(100_000, help="sentences memoised per worker (0 = parse every sentence)"),
+    overrides: Optional[Path] = typer.Option(None, help="review sheet: drop its DROP/trivial pairs, set its corrected "
+                                                        "answers, measure the build against it (manifest, data card)"),
     quiet: bool = typer.Option(False, help="no progress line"),
 ) -> None:
     from qa_builder.mentions import ParserConfig
@@ -106,7 +111,7 @@ def build(
                       extra_templates=tuple(str(t) for t in templates),
                       concepts_file=str(concepts) if concepts else None)
         config = BuildConfig(workers=workers, batch_size=max(1, batch_size), parser=ParserConfig(probable_as=probable_as, cache_size=max(0, sentence_cache)),
-                             qa=qa, progress=not quiet)
+                             qa=qa, progress=not quiet, overrides=str(overrides) if overrides else None)
         manifest = run_build(reports, out, config, fmt=fmt, id_column=id_column, source=source)
     except (InputError, LexiconError, ValueError) as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -135,23 +140,79 @@ def _write_accuracy(out: Path, gold: Path, gold_reports: Optional[Path], manifes
     except EvalError as exc:
         _fail(str(exc))
     (out / "accuracy.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    write_card(out, source or manifest["format"], Path(manifest["input"]), qa, manifest["rows"], accuracy=result)
+    write_card(out, source or manifest["format"], Path(manifest["input"]), qa, manifest["rows"], accuracy=result,
+               answer_accuracy=manifest.get("overrides"))
 
 
 @eval_app.command()
 def evaluate_cmd(
     out: Path = typer.Argument(..., help="a qa-build output folder"),
-    gold: Path = typer.Option(..., help="gold CSV: filename (CXR<uid>) + 14 label columns + normal"),
+    gold: Optional[Path] = typer.Option(None, help="gold CSV: filename (CXR<uid>) + 14 label columns + normal"),
     reports: Optional[Path] = typer.Option(None, help="the reports CSV (MeSH column: Hernia and laterality)"),
+    review: Optional[Path] = typer.Option(None, help="review sheet (verdicts, corrected answers): answer accuracy"),
     as_json: bool = typer.Option(False, "--json", help="print the full result as JSON"),
 ) -> None:
     from qa_builder.evaluate import EvalError, evaluate, format_table
+    from qa_builder.review.score import evaluate_review
+    from qa_builder.review.score import format_table as format_review
+    from qa_builder.review.sheet import ReviewError
 
+    if gold is None and review is None:
+        _fail("give --gold FILE, --review SHEET or both")
+    results: dict = {}
     try:
-        result = evaluate(out, gold, reports)
-    except EvalError as exc:
+        if gold is not None:
+            results["gold"] = evaluate(out, gold, reports)
+        if review is not None:
+            results["review"] = evaluate_review(out, review)
+    except (EvalError, ReviewError) as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else format_table(result))
+    if as_json:  # one result alone keeps its own shape (--gold's JSON is unchanged)
+        typer.echo(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2, sort_keys=True))
+        return
+    text = []
+    if "gold" in results:
+        text.append(format_table(results["gold"]))
+    if "review" in results:
+        text.append(format_review(results["review"]))
+    typer.echo("\n\n".join(text))
+
+
+@review_app.callback()
+def review_callback() -> None:
+    """Review QA answers: `qa-review sample` writes a sheet; `qa-eval --review` scores a build against the
+    filled sheet; `qa-build --overrides` applies it."""
+
+
+@review_app.command("sample")
+def review_sample(
+    out: Path = typer.Argument(..., help="a qa-build output folder"),
+    n: int = typer.Option(100, "--n", help="pairs to sample"),
+    seed: int = typer.Option(0, help="seed of the choice within each question type"),
+    sheet: Path = typer.Option(..., "--out", help="the review sheet to write (CSV)"),
+    html: Optional[Path] = typer.Option(None, help="also write review cards with the report text (one HTML file)"),
+    types: Optional[str] = typer.Option(None, help="comma-separated question types (default: fine types and region)"),
+    exclude: list[Path] = typer.Option([], help="earlier sheet whose pairs are not sampled again (repeatable)"),
+) -> None:
+    from qa_builder.review.cards import write_html
+    from qa_builder.review.sample import sample
+    from qa_builder.review.sheet import ReviewError, write_sheet
+
+    if n < 1:
+        _fail("--n must be at least 1")
+    wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
+    try:
+        rows, counts, available = sample(out, n, seed, wanted, exclude)
+        write_sheet(rows, sheet)
+        if html is not None:
+            write_html(rows, out, html, f"qa-review: {sheet.name} ({out}, seed {seed})")
+    except ReviewError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename}: cannot write ({exc.strerror})")
+    per_type = ", ".join(f"{t} {k}" for t, k in counts.items())
+    typer.echo(f"{len(rows)} pairs sampled of {sum(available.values()):,} candidates ({per_type}) -> {sheet}"
+               + (f", {html}" if html is not None else ""))
 
 
 def build_main() -> None:
@@ -160,6 +221,10 @@ def build_main() -> None:
 
 def eval_main() -> None:
     eval_app(prog_name="qa-eval")
+
+
+def review_main() -> None:
+    review_app(prog_name="qa-review")
 
 
 def inspect_main() -> None:

@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from itertools import chain
 from operator import itemgetter
 from collections.abc import Iterable, Iterator
@@ -33,6 +33,8 @@ from qa_builder.mentions import MentionExtractor, ParserConfig, get_extractor
 from qa_builder.qa.card import (STATS_COLUMNS, empty_partial_stats, load_source_info, merge_partial_stats,
                                 partial_stats, write_data_card)
 from qa_builder.qa.generate import QAConfig, balance_table, get_generator
+from qa_builder.review.overrides import Overrides, empty_tally, merge_tally
+from qa_builder.review.overrides import finish as finish_overrides
 from qa_builder.reports import RawReport, Reject, detect_format, iter_reports, passthrough_columns, report_sections
 from qa_builder.sentences import split_sentences
 from qa_builder.tables import SECTION_COLUMNS, TableWriters, table_schemas
@@ -48,6 +50,7 @@ class BuildConfig:
     parser: ParserConfig = field(default_factory=ParserConfig)
     qa: QAConfig = field(default_factory=QAConfig)
     progress: bool = True            # show a progress line on stderr
+    overrides: str | None = None     # review sheet applied per report (qa_builder.review.overrides)
 
 
 # -- one report -------------------------------------------------------------------------------
@@ -96,7 +99,7 @@ def _rare_gc() -> Iterator[None]:
 
 
 def _init_worker(parser: ParserConfig, qa: QAConfig, schemas: dict[str, pa.Schema], child: bool = False,
-                 spill: str | None = None) -> None:
+                 spill: str | None = None, overrides=None) -> None:
     if child:
         # Everything inherited from the parent (matchers, lexicon, caches) is permanent here: the GC
         # never scans it again, which also keeps its pages shared copy-on-write.
@@ -109,6 +112,7 @@ def _init_worker(parser: ParserConfig, qa: QAConfig, schemas: dict[str, pa.Schem
     _WORKER["qa"] = get_generator(qa)
     _WORKER["schemas"] = schemas
     _WORKER["spill"] = spill
+    _WORKER["overrides"] = overrides
 
 
 def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch | dict]:
@@ -116,6 +120,8 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch |
     parent only writes) plus counters under "_stats"."""
     extractor: MentionExtractor = _WORKER["extractor"]
     generator = _WORKER["qa"]
+    overrides = _WORKER.get("overrides")
+    tally = empty_tally() if overrides is not None else None
     hits, misses = extractor.cache_hits, extractor.cache_misses
     warnings = 0
     reports: list[dict] = []
@@ -137,6 +143,8 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch |
             reason = f"parser error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             rejects.append((item.source, item.report_id, reason[:300]))
             continue
+        if overrides is not None:
+            pairs = overrides.apply(pairs, tally)
         warnings += bool(item.warnings)
         reports.append(report)
         findings.extend(mentions)
@@ -155,6 +163,8 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch |
     result["_card"] = partial_stats(result["qa"])
     result["_stats"] = {"cache_hits": extractor.cache_hits - hits, "cache_misses": extractor.cache_misses - misses,
                         "reports_with_warnings": warnings}
+    if tally is not None:
+        result["_review"] = tally
     return result
 
 
@@ -282,6 +292,8 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
            source: str | None) -> dict:
     started = time.perf_counter()
     reports, out = Path(reports), Path(out)
+    # Read before anything is written: a bad sheet is a one-line error and leaves OUT untouched.
+    overrides = Overrides(config.overrides, config.qa.language, config.qa.extra_templates) if config.overrides else None
     passthrough = passthrough_columns(reports, fmt, id_column)
     out.mkdir(parents=True, exist_ok=True)
     schemas = table_schemas(passthrough)
@@ -296,12 +308,15 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
     stats = {"cache_hits": 0, "cache_misses": 0, "reports_with_warnings": 0}
 
     card_counts = empty_partial_stats()
+    review_tally = empty_tally()
 
     def consume(result: dict) -> None:
         nonlocal done, rejected
         for key, value in result.pop("_stats").items():
             stats[key] += value
         merge_partial_stats(card_counts, result.pop("_card"))
+        if "_review" in result:
+            merge_tally(review_tally, result.pop("_review"))
         for name, batch in result.items():
             writers.write(name, batch)
         done += result["reports"].num_rows
@@ -310,7 +325,7 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
 
     try:
         # Build the matchers before forking so workers share them copy-on-write.
-        _init_worker(config.parser, config.qa, schemas)
+        _init_worker(config.parser, config.qa, schemas, overrides=overrides)
         if workers == 1:
             for batch in batches:
                 consume(process_batch(batch))
@@ -318,7 +333,7 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
             ctx = mp.get_context("fork")
             with tempfile.TemporaryDirectory(prefix="qa-build-", dir=_spill_root()) as spill, \
                     ctx.Pool(workers, initializer=_init_worker,
-                             initargs=(config.parser, config.qa, schemas, True, spill)) as pool:
+                             initargs=(config.parser, config.qa, schemas, True, spill, overrides)) as pool:
                 pending: deque = deque()
                 for batch in batches:
                     pending.append(pool.apply_async(_spill_batch, (batch,)))
@@ -332,7 +347,11 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
             card_counts = None
         writers.close()
         fmt = fmt or detect_format(reports)
-        write_card(writers.stage, source or fmt, reports, config.qa, writers.rows, counts=card_counts)
+        review = None
+        if overrides is not None:
+            review = finish_overrides(overrides, review_tally, _type_rows(writers.stage, card_counts))
+        write_card(writers.stage, source or fmt, reports, config.qa, writers.rows, counts=card_counts,
+                   answer_accuracy=review)
         manifest = {
             "tool": "qa-build", "version": __version__,
             "input": str(reports), "input_sha256": _input_digest(reports), "format": fmt,
@@ -342,6 +361,8 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
             # Kept rows with a problem worth knowing, e.g. bytes that were not UTF-8 (decoded with replacement).
             "reports_with_warnings": stats["reports_with_warnings"],
         }
+        if review is not None:
+            manifest["overrides"] = review
         manifest["config_sha256"] = hashlib.sha256(json.dumps(manifest["config"], sort_keys=True).encode()).hexdigest()
         # Wall time and worker count vary run to run, so they live apart from the deterministic tables.
         manifest["run"] = {"wall_seconds": round(time.perf_counter() - started, 3), "workers": workers,
@@ -353,10 +374,20 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
         raise
 
 
+def _type_rows(folder: Path, counts: dict | None) -> dict[str, int]:
+    """Rows per question type of the qa.parquet written in `folder` (from the card's counts when kept)."""
+    if counts is not None:
+        return dict(counts["by_question_type"])
+    import pyarrow.parquet as pq
+
+    return dict(Counter(pq.read_table(folder / "qa.parquet", columns=["question_type"]).column(0).to_pylist()))
+
+
 def write_card(folder: Path, fmt: str, reports: Path, qa: QAConfig, rows: dict[str, int],
-               accuracy: dict | None = None, counts: dict | None = None) -> None:
+               accuracy: dict | None = None, counts: dict | None = None, answer_accuracy: dict | None = None) -> None:
     """data_card.md + stats.json for the qa.parquet in `folder`; `counts`: its merged partial_stats
-    when the caller has them, else they are counted from the file."""
+    when the caller has them, else they are counted from the file; `answer_accuracy`: the manifest's
+    `overrides` block of a build with a review sheet."""
     import pyarrow.parquet as pq
 
     source = {**load_source_info(fmt), "input": str(reports)}
@@ -364,4 +395,4 @@ def write_card(folder: Path, fmt: str, reports: Path, qa: QAConfig, rows: dict[s
         # Only the columns the statistics read: the question and evidence texts would triple the memory.
         counts = partial_stats(pq.read_table(folder / "qa.parquet", columns=list(STATS_COLUMNS)))
     write_data_card(folder, counts, rows["reports"], config=qa, source_info=source, accuracy=accuracy,
-                    rejects_count=rows["rejects"])
+                    rejects_count=rows["rejects"], answer_accuracy=answer_accuracy)

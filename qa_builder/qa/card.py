@@ -275,8 +275,12 @@ def load_source_info(name: str, sources_file: str | Path = SOURCES_FILE) -> dict
 
 def render_card(stats: Mapping[str, Any], template_path: str | Path | None = None,
                 source_info: Mapping[str, Any] | None = None,
-                accuracy: Mapping[str, Any] | None = None) -> str:
-    """The data card markdown: the template with every $placeholder filled from stats/source/accuracy."""
+                accuracy: Mapping[str, Any] | None = None,
+                answer_accuracy: Mapping[str, Any] | None = None) -> str:
+    """The data card markdown: the template with every $placeholder filled from stats/source/accuracy.
+
+    answer_accuracy: the manifest's `overrides` block (`qa-build --overrides`); its section is only
+    there when given, so a card without it keeps every byte."""
     src = dict(source_info or {})
     reports = stats.get("reports", 0)
     cov = stats.get("coverage", {})
@@ -328,17 +332,28 @@ def render_card(stats: Mapping[str, Any], template_path: str | Path | None = Non
         "concept_table": concepts,
         "answer_length_table": lengths,
         "accuracy_section": _accuracy_section(accuracy),
+        "answer_accuracy_section": _answer_accuracy_section(answer_accuracy),
         "config_json": json.dumps(config, indent=2, sort_keys=True) if config else "{}",
         "schema_version": stats.get("schema_version", ""),
     }
     text = Path(template_path or DEFAULT_TEMPLATE).read_text(encoding="utf-8")
+    if fields["answer_accuracy_section"] and "$answer_accuracy_section" not in text:
+        text = text.rstrip("\n") + "\n$answer_accuracy_section\n"  # a user template without the placeholder
     return string.Template(text).safe_substitute(fields)
+
+
+def _answer_accuracy_section(block: Mapping[str, Any] | None) -> str:
+    if not block:
+        return ""
+    from qa_builder.review.score import card_section
+
+    return "\n\n" + card_section(block)
 
 
 def write_data_card(out_dir: str | Path, qa_table: pa.Table | Mapping[str, Any], reports_count: int, *,
                     config: QAConfig | None = None, source_info: Mapping[str, Any] | None = None,
                     accuracy: Mapping[str, Any] | None = None, template_path: str | Path | None = None,
-                    rejects_count: int | None = None) -> dict[str, Any]:
+                    rejects_count: int | None = None, answer_accuracy: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write OUT/stats.json and OUT/data_card.md (call after OUT/qa.parquet is written); return stats.
 
     qa_table: the qa table, or its counts from partial_stats (merged over batches)."""
@@ -351,6 +366,12 @@ def write_data_card(out_dir: str | Path, qa_table: pa.Table | Mapping[str, Any],
                          qa_parquet_path=out / "qa.parquet", rejects_count=rejects_count)
     if accuracy:
         stats["parser_accuracy"] = dict(accuracy)
+    if answer_accuracy:  # the numbers of the card's section; the row lists stay in manifest.json
+        score = answer_accuracy["score"]
+        stats["answer_accuracy"] = {"file": answer_accuracy["file"], "sha256": answer_accuracy["sha256"],
+                                    "counts": answer_accuracy["counts"], "by_type": score["by_type"],
+                                    "table_estimate": score["table_estimate"], "headline": score["headline"]}
     (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "data_card.md").write_text(render_card(stats, template_path, source_info, accuracy), encoding="utf-8")
+    (out / "data_card.md").write_text(render_card(stats, template_path, source_info, accuracy, answer_accuracy),
+                                      encoding="utf-8")
     return stats
