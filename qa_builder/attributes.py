@@ -1,10 +1,25 @@
 """Attach attribute words (laterality, location, severity, descriptor, size, change) to findings.
 
-Rule, measured on coordinations such as "left basilar atelectasis and right upper lobe opacity" and
-"bilateral effusions, left greater than right": a word inside a finding span belongs to it; otherwise it
-belongs to the nearest finding on its right when that one is close and no comma or clause break lies
-between (pre-modifier), else to the nearest finding on its left in the same clause (post-modifier,
-"effusion on the left", "cardiomegaly, unchanged").
+An attribute word describes the finding whose noun phrase it sits in, and nothing else:
+
+* inside a finding span ("subsegmental atelectasis") it belongs to that finding, except a change word:
+  "increased density" names the finding, it compares nothing;
+* before a finding (pre-modifier), when only modifier words, anatomy words ("lung", "lobe"), numbers
+  and "XXXX" lie between: "small left pleural effusion", "right lower lobe opacity". Any other word
+  ends the phrase: in "apical hilar retraction" and "mediastinal and hilar contours" the words describe
+  the retraction and the contours, which are not findings. "and"/"or" coordinate only anatomy
+  ("right upper lobe and left lower lobe opacities"), and a second side word starts a new phrase
+  ("... upper mediastinal Bilateral small pleural effusions");
+* after a finding (post-modifier), through a prepositional or predicative phrase: "opacity in the
+  left base", "effusion is small", "cardiomegaly, unchanged", "effusions, left greater than right".
+  A phrase led by another word ("with increased retrosternal airspace", "sparing of the apices",
+  "without acute disease") belongs to its own head and is never read into the finding;
+* a clause break (";", "but", "which" ...) ends every phrase; a sentence-final change word with no
+  finding of its own is about the sentence's subject ("..., unchanged from the prior study").
+
+A severity adverb inside a longer descriptor or change phrase belongs to that phrase ("minimally
+displaced", "slightly increased"). An interpretation without a side takes the side and place of the
+observation it explains ("Right basilar opacity, atelectasis versus pneumonia").
 """
 
 from __future__ import annotations
@@ -21,13 +36,41 @@ _CLAUSE_BREAKS = frozenset({";", ":", "but", "however", "whereas", "while", "alt
 # The rules below read tokens as LOWER hashes (Doc.to_array): no Python Token object per word.
 _CLAUSE_BREAK_IDS = frozenset(map(hash_string, _CLAUSE_BREAKS))
 _COMMA_ID = hash_string(",")
+_COORD_IDS = frozenset(map(hash_string, ("and", "or", "&")))
 _PRE_MAX = 5    # tokens between a pre-modifier and its finding
 _POST_MAX = 8   # tokens between a finding and a post-modifier
+
+# Nouns that modifiers describe but that are no finding: a modifier of one of these ("mediastinal
+# and hilar contours", "apical hilar retraction", "decreased vascular markings") is absorbed by it.
+_HEAD_NOUNS = frozenset(map(hash_string, (
+    "contour", "contours", "silhouette", "silhouettes", "retraction", "marking", "markings", "structure",
+    "structures", "vasculature", "vascularity", "vessel", "vessels", "border",
+    "borders", "margin", "margins", "outline", "space", "spaces", "volume", "volumes", "expansion",
+    "inflation", "inspiration", "effort", "projection", "view", "views", "film", "technique", "rotation",
+)))
+_NEGATOR_IDS = frozenset(map(hash_string, ("no", "not", "without", "sparing", "spared", "except", "excluding")))
+_WITH_ID = hash_string("with")
+_COPULA_IDS = frozenset(map(hash_string, ("is", "are", "was", "were", "be", "been", "appears", "appear")))
+_COMPARE_IDS = frozenset(map(hash_string, ("than", "greater", "more", "larger", "worse", ">")))
+_ABSORB_REACH = 3  # unknown words a modifier may skip on its way to the noun that absorbs it
+# ... within its own noun phrase: a preposition or verb ends the phrase ("right hilum on PA view")
+_PHRASE_END_IDS = frozenset(map(hash_string, (
+    "on", "in", "at", "of", "to", "for", "from", "by", "as", "within", "over", "overlying", "is", "are", "was",
+    "were", "be", "been", "has", "have", "seen", "noted", "with", "without", "no", "not", "versus", "vs")))
+# Anatomy nouns that can stand in a coordinated place ("bilateral lung and perihilar granulomas")
+_ANATOMY_NOUN_IDS = frozenset(map(hash_string, ("lung", "lungs", "lobe", "lobes", "zone", "zones", "field", "fields",
+                                                "region", "regions", "segment", "segments")))
+# A place a device or finding sits in before "with": "right chest XXXX with catheter tip at the SVC"
+_PLACE_IDS = _ANATOMY_NOUN_IDS | frozenset(map(hash_string, ("chest", "hemithorax", "xxxx", "the")))
+# "catheter with the tip at the cavoatrial junction": the tip's place is the device's
+_TIP_IDS = frozenset(map(hash_string, ("tip", "tips", "end", "distal")))
+_DETERMINER_IDS = frozenset(map(hash_string, ("the", "a", "an", "its", "their", "xxxx")))
 _SIZE = re.compile(
     r"(?<![\w.])(\d+(?:\.\d+)?)(?:\s*(?:x|×|by)\s*(\d+(?:\.\d+)?))?(?:\s*(?:x|×|by)\s*(\d+(?:\.\d+)?))?"
     r"\s*(mm|cm|millimeters?|centimeters?)\b",
     re.IGNORECASE,
 )
+_ANATOMY_GROUPS = frozenset({"laterality", "location"})
 
 
 @dataclass(slots=True)
@@ -64,34 +107,135 @@ def size_in_mm(size: str | None) -> float | None:
     return largest * (10.0 if unit == "cm" else 1.0)
 
 
-def _breaks_between(lower: list[int], a: int, b: int) -> tuple[bool, bool]:
-    """(clause break, comma) among tokens [a, b); `lower`: the tokens' LOWER hashes."""
-    between = lower[a:b]
-    return not _CLAUSE_BREAK_IDS.isdisjoint(between), _COMMA_ID in between
+class _Sentence:
+    """What the attachment rules read of one sentence: token hashes, the modifier groups of each token
+    and the finding (index) each token belongs to."""
+
+    __slots__ = ("lower", "groups_at", "finding_at")
+
+    def __init__(self, lower: list[int], modifiers: list[Modifier], findings: list[tuple[int, int]]):
+        self.lower = lower
+        self.groups_at: list[frozenset[str] | None] = [None] * len(lower)
+        for mod in modifiers:
+            for t in range(mod.start, mod.end):
+                g = self.groups_at[t]
+                self.groups_at[t] = frozenset((mod.group,)) if g is None else g | {mod.group}
+        self.finding_at: list[int] = [-1] * len(lower)
+        for i, (a, b) in enumerate(findings):
+            for t in range(a, b):
+                self.finding_at[t] = i
+
+    def absorbed(self, mod: Modifier) -> bool:
+        """`mod` describes a non-finding noun to its right ("hilar retraction", "vascular markings")."""
+        lower, groups_at, finding_at = self.lower, self.groups_at, self.finding_at
+        unknown = 0
+        for t in range(mod.end, len(lower)):
+            h = lower[t]
+            if finding_at[t] >= 0 or h == _COMMA_ID or h in _CLAUSE_BREAK_IDS:
+                return False
+            if h in _HEAD_NOUNS:
+                return True
+            if h in _PHRASE_END_IDS:
+                return False
+            if groups_at[t] is None and h not in _COORD_IDS:
+                unknown += 1
+                if unknown > _ABSORB_REACH:
+                    return False
+        return False
 
 
-def _choose(lower: list[int], findings: list[tuple[int, int]], mod: Modifier) -> int | None:
-    for i, (s, e) in enumerate(findings):
-        if s <= mod.start and mod.end <= e:
-            return i
-    right = next((i for i, (s, _) in enumerate(findings) if s >= mod.end), None)
+def _pre_ok(s: _Sentence, mod: Modifier, target: tuple[int, int], loose: bool) -> bool:
+    """`mod` sits in the phrase that ends with the finding `target`. Strict: a noun phrase ("small left
+    pleural effusion"); loose: also across commas and copulas ("Left lower lobe, superior segment,
+    airspace consolidation", "Left base could be atelectasis")."""
+    start = target[0]
+    if start - mod.end > (_POST_MAX if loose else _PRE_MAX):
+        return False
+    lower, groups_at = s.lower, s.groups_at
+    bare = True  # only anatomy so far: "Right middle lobe with increased opacities" places them (loose)
+    for t in range(mod.end, start):
+        h = lower[t]
+        if h == _WITH_ID and loose and bare:
+            continue
+        if h in _CLAUSE_BREAK_IDS or h in _NEGATOR_IDS or h == _WITH_ID or h in _HEAD_NOUNS:
+            return False
+        if not (groups_at[t] or h in _PLACE_IDS):
+            bare = False
+        if not loose and (h == _COMMA_ID or h in _COPULA_IDS):
+            return False
+        if h in _COORD_IDS:
+            # coordinated anatomy ("upper and lower lobe", "right upper lobe and left lower lobe") or
+            # coordinated words of the finding itself ("chronic inflammatory and fibrotic changes")
+            before, after = _place(s, t - 1), _place(s, t + 1)
+            if t + 1 == start and lower[t - 1] not in _PLACE_IDS:
+                continue
+            if not (before and after and (before & after or (before <= _ANATOMY_GROUPS and after <= _ANATOMY_GROUPS))):
+                return False
+            continue
+        # a side word starts a new phrase unless coordinated ("right and left", "left more than right"):
+        # "right upper mediastinal Bilateral small pleural effusions"
+        if (mod.group == "laterality" or mod.group == "location" and mod.value != "diffuse") \
+                and groups_at[t] and "laterality" in groups_at[t] \
+                and not any(lower[u] in _COORD_IDS or lower[u] in _COMPARE_IDS for u in range(mod.end, t)):
+            return False
+    return True
+
+
+def _place(s: _Sentence, t: int) -> frozenset[str] | None:
+    """The modifier groups of token t, anatomy nouns counting as a location."""
+    if t < 0 or t >= len(s.lower):
+        return None
+    g = s.groups_at[t]
+    return g if g is not None else (_LOCATION if s.lower[t] in _ANATOMY_NOUN_IDS else None)
+
+
+_LOCATION = frozenset(("location",))
+
+
+def _post_ok(s: _Sentence, target: tuple[int, int], mod: Modifier) -> bool:
+    """`mod` sits in a phrase led from the finding `target` by prepositions, copulas or a comma, not in a
+    phrase of its own ("with increased retrosternal airspace", "sparing of the apices")."""
+    end = target[1]
+    if mod.start - end > _POST_MAX:
+        return False
+    lower = s.lower
+    for t in range(end, mod.start):
+        h = lower[t]
+        if h == _WITH_ID and _tip_follows(lower, t + 1, mod.start):
+            continue
+        if h in _CLAUSE_BREAK_IDS or h in _NEGATOR_IDS or h == _WITH_ID:
+            return False
+    return True
+
+
+def _tip_follows(lower: list[int], t: int, end: int) -> bool:
+    """"... with the tip ..." (before `end`): the tip's place is the device's."""
+    while t < end and lower[t] in _DETERMINER_IDS:
+        t += 1
+    return t < end and lower[t] in _TIP_IDS
+
+
+def _choose(s: _Sentence, findings: list[tuple[int, int]], mod: Modifier) -> int | None:
+    i = s.finding_at[mod.start]
+    if i < 0 and s.finding_at[mod.end - 1] >= 0:  # runs into a finding ("bilateral pleural" + "pleural effusion")
+        i = s.finding_at[mod.end - 1]
+    if i >= 0:
+        # "increased density", "diminished lung volumes" name the finding and compare nothing; only the
+        # filler of a predicate does ("the lungs remain hyperexpanded")
+        return None if mod.group == "change" and mod.value != "unchanged" else i
+    if s.absorbed(mod):
+        return None
+    right = next((i for i, (st, _) in enumerate(findings) if st >= mod.end), None)
     left = next((i for i in range(len(findings) - 1, -1, -1) if findings[i][1] <= mod.start), None)
-    if right is not None:
-        gap = findings[right][0] - mod.end
-        clause, comma = _breaks_between(lower, mod.end, findings[right][0])
-        if gap <= _PRE_MAX and not clause and not comma:
-            return right
-    if left is not None:
-        gap = mod.start - findings[left][1]
-        clause, _ = _breaks_between(lower, findings[left][1], mod.start)
-        if gap <= _POST_MAX and not clause:
-            return left
-    if right is not None:
-        clause, _ = _breaks_between(lower, mod.end, findings[right][0])
-        if findings[right][0] - mod.end <= _POST_MAX and not clause:
-            return right
+    if right is not None and _pre_ok(s, mod, findings[right], loose=False):
+        return right
+    if left is not None and _post_ok(s, findings[left], mod):
+        return left
+    if right is not None and _pre_ok(s, mod, findings[right], loose=True):
+        return right
     # A sentence-final change word ("..., unchanged from the prior study") is about the sentence's subject.
-    if mod.group == "change" and left is not None and not _breaks_between(lower, findings[0][1], mod.start)[0]:
+    if mod.group == "change" and left is not None and right is None \
+            and _CLAUSE_BREAK_IDS.isdisjoint(s.lower[findings[0][1]:mod.start]):
         return 0
     return None
 
@@ -104,15 +248,18 @@ def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[
         lower = doc.to_array(LOWER).tolist()
     collected: list[dict[str, list[tuple[int, str]]]] = [{g: [] for g in GROUPS} for _ in findings]
     # Longest modifier first so "left greater than right" claims its tokens before "left" does.
+    ordered = sorted(modifiers, key=lambda m: (m.start - m.end, m.start))
+    kept = [m for m in ordered if not _inside_longer(m, ordered)]
+    sentence = _Sentence(lower, [m for m in kept if m.group != "not_laterality"], findings)
     claimed: set[int] = set()
-    for mod in sorted(modifiers, key=lambda m: (m.start - m.end, m.start)):
+    for mod in kept:
         tokens = range(mod.start, mod.end)
         if mod.group == "not_laterality":  # "right atrium": a side word that names a structure
             claimed.update(tokens)
             continue
         if mod.group == "laterality" and any(t in claimed for t in tokens):
             continue
-        target = _choose(lower, findings, mod)
+        target = _choose(sentence, findings, mod)
         if target is None:
             continue
         if mod.group == "laterality":
@@ -123,7 +270,17 @@ def attach_modifiers(doc: Doc, findings: list[tuple[int, int]], modifiers: list[
     return resolved
 
 
-_LINK_BREAK_IDS = _CLAUSE_BREAK_IDS | frozenset(map(hash_string, ("and", "with", "without", "no", "not")))
+def _inside_longer(mod: Modifier, ordered: list[Modifier]) -> bool:
+    """Part of a longer phrase of the same group ("spine" in "thoracic spine"), or a severity adverb inside
+    a longer descriptor or change phrase ("minimally displaced", "slightly increased")."""
+    groups = ("descriptor", "change", "severity") if mod.group == "severity" else (mod.group,)
+    return any(o.group in groups and o.start <= mod.start and mod.end <= o.end
+               and o.end - o.start > mod.end - mod.start for o in ordered)
+
+
+_LINK_BREAK_IDS = _CLAUSE_BREAK_IDS | frozenset(map(hash_string, ("and", "without", "no", "not")))
+# "with" links an observation to its interpretation only after these ("opacity consistent with atelectasis")
+_LINKERS = frozenset(map(hash_string, ("consistent", "compatible", "associated")))
 
 
 def _inherit_side(lower: list[int], findings: list[tuple[int, int]], resolved: list[dict]) -> None:
@@ -135,7 +292,9 @@ def _inherit_side(lower: list[int], findings: list[tuple[int, int]], resolved: l
         j = i - 1
         if resolved[j]["laterality"] is None:
             continue
-        if not _LINK_BREAK_IDS.isdisjoint(lower[findings[j][1]:findings[i][0]]):
+        between = lower[findings[j][1]:findings[i][0]]
+        if not _LINK_BREAK_IDS.isdisjoint(between) or any(
+                h == _WITH_ID and (k == 0 or between[k - 1] not in _LINKERS) for k, h in enumerate(between)):
             continue
         resolved[i]["laterality"] = resolved[j]["laterality"]
         if resolved[i]["location"] is None:

@@ -50,6 +50,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
 from qa_builder.attributes import Modifier, attach_modifiers, find_sizes, size_in_mm
+from qa_builder.hedges import Hedges
 from qa_builder.lexicon import CONTEXT_KINDS, Lexicon, default_lexicon
 
 # Copulas, adverbs and negators allowed between a predicate's subject and its predicate
@@ -69,6 +70,9 @@ _IN_SPAN_HEDGES = frozenset({"may", "might", "could", "possibly"})
 _IN_SPAN_PROBABLE = frozenset({"likely", "probably"})
 _NONE: frozenset[int] = frozenset()  # no entity flagged (the context engine was skipped)
 MASS_MIN_MM = 30.0  # radiological convention: a nodule of 3 cm or more is a mass
+_IGNORE = "_ignore"  # matcher label of findings.yaml `ignore` phrases
+# First words of a sentence that may explain the one before it ("This may be artifact."): see explains
+_ANAPHORA_FIRST = frozenset({"this", "these", "it", "they", "the"})
 
 
 @dataclass(slots=True)
@@ -85,6 +89,9 @@ class Mention:
     descriptor: str | None = None
     size: str | None = None
     change: str | None = None
+    differential: bool = False      # one alternative of a differential ("atelectasis versus scarring")
+    qualifier: str | None = None    # restricting word of a negation ("no large consolidation")
+    explanation: str | None = None  # benign cause it is put down to ("subpleural fat", "artifact")
 
 
 @dataclass(slots=True)
@@ -118,6 +125,8 @@ class MentionExtractor:
                 self._predicate_groups.append(concept.name)
                 self.predicate_matcher.add(f"S{g}", [make(t) for t in pred.subjects])
                 self.predicate_matcher.add(f"P{g}", [make(t) for t in pred.predicates])
+        if self.lexicon.ignore:  # longest match wins, so these hide the term inside them
+            self.finding_matcher.add(_IGNORE, [make(t) for t in self.lexicon.ignore])
         self._filler = frozenset(_PREDICATE_FILLER)
         # (matched text, location) -> the concept that claims such a mention ("lesion" + rib -> bone_lesion)
         self._claims = {(term, location): concept.name for concept in self.lexicon.concepts.values()
@@ -146,6 +155,8 @@ class MentionExtractor:
             # A cue can only match where its first token occurs: skip the engine otherwise (most sentences).
             cues = termset["preceding_negations"] + termset["following_negations"]
             self._cue_starts[kind] = frozenset(make(c)[0].lower for c in cues)
+        self.hedges = Hedges(self.nlp, self.lexicon)
+        self._explains: dict[str, tuple[str, str] | None] = {}  # sentence -> explains_previous, see explains
         self._speller = _Speller(self._finding_words(), self._lexicon_words() | self.lexicon.real_words)
         self._cache: OrderedDict[str, tuple[Mention, ...]] = OrderedDict()
         self._row_cache: dict[str, tuple[dict, ...]] = {}  # insertion-ordered: oldest evicted first
@@ -164,7 +175,8 @@ class MentionExtractor:
                  "certainty": m.certainty, "laterality": m.laterality, "location": m.location,
                  "severity": m.severity, "descriptor": m.descriptor, "size": m.size, "change": m.change,
                  "temporality": m.temporality, "chexpert": concepts[m.concept].chexpert,
-                 "chestxray14": concepts[m.concept].chestxray14}
+                 "chestxray14": concepts[m.concept].chestxray14, "differential": m.differential,
+                 "qualifier": m.qualifier, "explanation": m.explanation}
                 for m in self._extract(sentence)
             )
             self.cache_misses += 1
@@ -189,6 +201,20 @@ class MentionExtractor:
             if len(self._cache) > self.config.cache_size:
                 self._cache.popitem(last=False)
         return mentions
+
+    def explains(self, sentence: str) -> tuple[str, str] | None:
+        """(hedged | definite, cause) when the sentence explains the one before it ("This may be
+        artifact."), else None; cached."""
+        if sentence in self._explains:
+            return self._explains[sentence]
+        found = None
+        words = sentence.lstrip().split(None, 1)
+        if words and words[0].lower().strip(".,") in _ANAPHORA_FIRST or "xxxx" in sentence[:6].lower():
+            doc = self.nlp.make_doc(sentence)
+            found = self.hedges.explains_previous(doc, doc.to_array(LOWER).tolist())
+        if len(self._explains) < 100_000:
+            self._explains[sentence] = found
+        return found
 
     # -- internals --------------------------------------------------------------------------------
     def _finding_words(self) -> Counter:
@@ -215,7 +241,7 @@ class MentionExtractor:
         strings = self.nlp.vocab.strings
         spans = [Span(doc, s, e, label=mid) for mid, s, e in self.finding_matcher(doc)]
         spans += self._predicate_spans(doc)
-        findings = filter_spans(spans)  # longest wins, then earliest
+        findings = [f for f in filter_spans(spans) if f.label_ != _IGNORE]  # longest wins, then earliest
         normals = self._normal_spans(doc, findings)
         if not findings and not normals:
             return []
@@ -240,6 +266,8 @@ class MentionExtractor:
             )
             if i in flags["historical"]:
                 mention.temporality = "historical"
+            if mention.certainty == "positive" and ent.text.lower() in self.lexicon.concepts[ent.label_].suggestive:
+                mention.certainty = "uncertain"  # "wedging" suggests a fracture without naming one
             if mention.change == "resolved":
                 mention.certainty = "negative"
             if (self.config.nodule_to_mass_by_size and mention.concept == "lung_nodule"
@@ -248,6 +276,9 @@ class MentionExtractor:
             if mention.location is not None and self._claims:
                 mention.concept = self._claims.get((mention.text.lower(), mention.location), mention.concept)
             mentions.append(mention)
+        if mentions:
+            modifier_tokens = {t for m in modifiers for t in range(m.start, m.end)}
+            self.hedges.apply(doc, lower, ents, mentions, modifier_tokens)
         mentions.extend(normals)
         mentions.sort(key=lambda m: (m.start, m.end, m.concept))
         return mentions
@@ -296,7 +327,8 @@ class MentionExtractor:
                 if any(c == concept and ts < e and s < te for ts, te, c in taken):
                     continue
                 taken.append((s, e, concept))
-                out.append(Mention(span.start_char, span.end_char, span.text, concept, "negative"))
+                out.append(Mention(span.start_char, span.end_char, span.text, concept, "negative",
+                                   qualifier=statement.qualifier))
         return out
 
 

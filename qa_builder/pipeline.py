@@ -28,6 +28,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from qa_builder import __version__
+from qa_builder.hedges import apply_report_context
 from qa_builder.labels import report_labels
 from qa_builder.mentions import MentionExtractor, ParserConfig, get_extractor
 from qa_builder.qa.card import (STATS_COLUMNS, empty_partial_stats, load_source_info, merge_partial_stats,
@@ -63,15 +64,19 @@ def parse_report(raw: RawReport, extractor: MentionExtractor) -> tuple[dict, lis
               **sections, "source": raw.source, **raw.extra}
     sentences: list[dict] = []
     mentions: list[dict] = []
+    explains: list = []  # per sentence: does it explain the one before ("This may be artifact.")?
     for section in EVIDENCE_SECTIONS:
         for sentence in split_sentences(sections[section]):
             sentence_id = len(sentences)
             sentences.append({"sentence_id": sentence_id, "section": section, "sentence": sentence})
+            explains.append(extractor.explains(sentence))
             for base in extractor.extract_rows(sentence):
                 row = {"report_id": raw.report_id, "mention_id": len(mentions), "section": section,
                        "sentence_id": sentence_id}
                 row.update(base)
                 mentions.append(row)
+    if mentions and (any(explains) or any(m["explanation"] for m in mentions)):
+        apply_report_context(sentences, mentions, explains, extractor.lexicon)
     return report, sentences, mentions
 
 

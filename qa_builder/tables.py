@@ -24,6 +24,7 @@ FINDINGS_SCHEMA = pa.schema([
     ("laterality", pa.string()), ("location", pa.string()), ("severity", pa.string()),
     ("descriptor", pa.string()), ("size", pa.string()), ("change", pa.string()),
     ("temporality", pa.string()), ("chexpert", pa.string()), ("chestxray14", pa.string()),
+    ("differential", pa.bool_()), ("qualifier", pa.string()), ("explanation", pa.string()),
 ])
 LABELS_SCHEMA = pa.schema([
     ("report_id", pa.string()), ("scheme", pa.string()), ("label", pa.string()), ("value", pa.int8()),

@@ -78,6 +78,7 @@ def test_uncertain_finding_is_hedged_never_yes():
     assert summary(rows) == [
         ("abnormality", None, "possible pneumonia", [0]),
         ("presence", "pneumonia", "possibly", [0]),
+        ("verify", "pneumonia", "possibly", [0]),
         ("choose", "pneumonia", "left, if present (the report is uncertain)", [0]),
         ("location", "pneumonia", "left lower lobe, if present (the report is uncertain)", [0]),
     ]

@@ -48,6 +48,8 @@ class Concept:
     terms: tuple[str, ...]       # lower-cased phrases incl. generated plurals
     predicates: tuple[Predicate, ...]
     claims: tuple[Claim, ...] = ()  # generic terms that name this concept when located in its organ
+    suggestive: frozenset[str] = frozenset()  # terms that suggest it without naming it: at most uncertain
+    alternatives: frozenset[str] = frozenset()  # terms naming it as one of two alternatives ("nodule/mass")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,20 @@ class Claim:
 class NormalStatement:
     concepts: tuple[str, ...]    # concepts a matching phrase negates
     phrases: tuple[str, ...]
+    qualifier: str | None = None  # "acute" in "no acute bony abnormality": the negation is qualified
+
+
+@dataclass(frozen=True, slots=True)
+class Hedging:
+    """context.yaml's differential / explanations / qualified_negation blocks (see qa_builder/hedges.py)."""
+    connectors: tuple[str, ...] = ()         # "versus", "or", "/": findings joined by one are alternatives
+    filler: tuple[str, ...] = ()             # other words allowed between two alternatives
+    explainable: frozenset[str] = frozenset()  # concepts a benign cause can explain away
+    causes: tuple[str, ...] = ()             # "subpleural fat", "artifact", "overlapping structures"
+    hedged: tuple[str, ...] = ()             # "may be", "could represent": the finding stays possible
+    definite: tuple[str, ...] = ()           # "related to", "represents": the finding is explained away
+    anaphora: tuple[str, ...] = ()           # "This", "These findings": refer to the previous sentence
+    restricting: frozenset[str] = frozenset()  # "large", "acute", "xxxx": the negation is qualified
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +86,8 @@ class Lexicon:
     normal_statements: tuple[NormalStatement, ...]
     real_words: frozenset[str]                          # never "corrected" as misspellings
     digest: str
+    ignore: tuple[str, ...] = ()                        # phrases that contain a term but name no finding
+    hedging: Hedging = Hedging()
 
     @property
     def label_targets(self) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -136,8 +154,13 @@ def load_lexicon(directory: Path | str | None = None) -> Lexicon:
             claim_terms = list(_phrases(c.get("terms"), f"{where}.claims"))
             claim_terms += [p for p in map(_plural, claim_terms) if p]
             claims.append(Claim(tuple(dict.fromkeys(claim_terms)), _phrases(c.get("locations"), f"{where}.claims")))
+        suggestive = list(_phrases(spec.get("suggestive"), f"{where}.suggestive"))
+        suggestive += [p for p in map(_plural, suggestive) if p]
+        alternatives = list(_phrases(spec.get("alternatives"), f"{where}.alternatives"))
+        terms += suggestive + alternatives
         concepts[name] = Concept(name, spec.get("chexpert"), spec.get("chestxray14"), spec.get("region", "other"),
-                                 tuple(dict.fromkeys(terms)), predicates, tuple(claims))
+                                 tuple(dict.fromkeys(terms)), predicates, tuple(claims), frozenset(suggestive),
+                                 frozenset(alternatives))
 
     groups = {
         group: {value: _phrases(phrases, f"modifiers.yaml:{group}.{value}") for value, phrases in values.items()}
@@ -158,9 +181,25 @@ def load_lexicon(directory: Path | str | None = None) -> Lexicon:
         unknown = [c for c in entry.get("concepts", ()) if c not in concepts]
         if unknown:
             raise LexiconError(f"context.yaml:normal_statements[{i}]: unknown concepts {unknown}")
-        normals.append(NormalStatement(tuple(entry["concepts"]), _phrases(entry.get("phrases"), f"context.yaml:normal_statements[{i}]")))
+        normals.append(NormalStatement(tuple(entry["concepts"]), _phrases(entry.get("phrases"), f"context.yaml:normal_statements[{i}]"),
+                                       entry.get("qualifier")))
     real_words = frozenset(_phrases(context.get("real_words"), "context.yaml:real_words"))
-    return Lexicon(concepts, groups, termsets, tuple(normals), real_words, digest)
+    ignore = _phrases((findings or {}).get("ignore"), "findings.yaml:ignore")
+    diff, expl, qual = (context.get(k) or {} for k in ("differential", "explanations", "qualified_negation"))
+    unknown = [c for c in expl.get("applies_to") or () if c not in concepts]
+    if unknown:
+        raise LexiconError(f"context.yaml:explanations.applies_to: unknown concepts {unknown}")
+    hedging = Hedging(
+        connectors=_phrases(diff.get("connectors"), "context.yaml:differential.connectors"),
+        filler=_phrases(diff.get("filler"), "context.yaml:differential.filler"),
+        explainable=frozenset(expl.get("applies_to") or ()),
+        causes=_phrases(expl.get("causes"), "context.yaml:explanations.causes"),
+        hedged=_phrases(expl.get("hedged"), "context.yaml:explanations.hedged"),
+        definite=_phrases(expl.get("definite"), "context.yaml:explanations.definite"),
+        anaphora=_phrases(expl.get("anaphora"), "context.yaml:explanations.anaphora"),
+        restricting=frozenset(_phrases(qual.get("restricting"), "context.yaml:qualified_negation.restricting")),
+    )
+    return Lexicon(concepts, groups, termsets, tuple(normals), real_words, digest, ignore, hedging)
 
 
 @lru_cache(maxsize=4)

@@ -6,7 +6,11 @@
 * A concept the report only hedges (uncertain_policy 'hedge') is answered "possibly"; with 'skip'
   it gets no presence pair. Never a 'yes'.
 * verify: 'yes' from a positive mention on that side, 'no' from an explicit negative on that side
-  (and no positive there).
+  (and no positive there), "possibly" (uncertain_policy 'hedge') from a hedged mention on that side.
+* verify asks the wrong side as often as the right one: a finding the report places on one side only
+  also gets "... on the other side?" -> 'no', unless some mention of a finding of the same region
+  (any certainty but negative) names that other side ("right basal opacity" blocks "Is there
+  atelectasis on the right?" -> no). See FineQuestions._fine for that report-level check.
 """
 
 from __future__ import annotations
@@ -32,20 +36,23 @@ class ClosedQuestions:
                 add("presence", self.yes, pos)
             elif self.hedge:
                 add("presence", self.possibly, unc)
-        if self._verify and lateral and (pos or neg):
-            self._plan_verify(add, ms, pos, neg)
+        if self._verify and lateral:
+            self._plan_verify(add, ms, pos, neg, unc if self.hedge else ())
 
-    def _plan_verify(self, add, ms: Sequence[Mapping], pos: list[int], neg: list[int]) -> None:
+    def _plan_verify(self, add, ms: Sequence[Mapping], pos: list[int], neg: list[int], unc=()) -> None:
         for side in ("left", "right"):
-            idx = []
-            for i in pos:
-                if side in sides(ms[i].get("laterality")):
-                    idx.append(i)
-            answer = self.yes
-            if not idx:
-                for i in neg:
-                    if side in sides(ms[i].get("laterality")):
-                        idx.append(i)
-                answer = self.no
-            if idx:
-                add("verify", answer, idx, "verify:" + side)
+            for answer, group in ((self.yes, pos), (self.possibly, unc), (self.no, neg)):
+                idx = [i for i in group if side in sides(ms[i].get("laterality"))]
+                if idx:
+                    add("verify", answer, idx, "verify:" + side)
+                    break
+
+    @staticmethod
+    def _one_side(ms: Sequence[Mapping], pos: list[int], unc: list[int], neg: list[int]) -> str | None:
+        """The side the positive mentions name when they name only one and no mention names the other."""
+        named = set()
+        for i in (*pos, *unc, *neg):
+            named |= sides(ms[i].get("laterality"))
+        if len(named) != 1 or not pos or any(not sides(ms[i].get("laterality")) for i in pos):
+            return None
+        return next(iter(named))

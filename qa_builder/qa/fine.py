@@ -4,6 +4,10 @@
   groups them per concept, in order of first mention).
 * Per concept, positive beats uncertain beats negative. A mention whose change is 'resolved'
   (positive or negative wording) counts as an explicit negative now, and answers the change question.
+* QA answers never claim more certainty than the report: one alternative of a differential
+  ("atelectasis versus scarring", findings `differential`) counts as uncertain, whatever its label
+  convention, and a qualified negation ("no large consolidation", findings `qualifier`) counts as no
+  statement at all: no plain "no" rests on it.
 * scheme 'chexpert' / 'chestxray14' keeps per-concept pairs for concepts whose mentions carry a label
   of that scheme; 'all' keeps every concept. The abnormality list always uses every concept.
 * Every pair lists its evidence mention ids and their sentences.
@@ -18,13 +22,35 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Mapping, Sequence
 
+from .attribute import answer_filter
 from .common import BOTH, GOLDEN, MASK64, NO_SIDE, PLAIN_TYPES, SIDES, evidence
 from .config import QUESTION_TYPES
 from .vocab import ConceptInfo
 
 # What a concept's fine pairs read of a mention besides its evidence fields (see _plan).
-MENTION_KEYS = ("certainty", "laterality", "location", "severity", "descriptor", "size", "change")
+MENTION_KEYS = ("certainty", "laterality", "location", "severity", "descriptor", "size", "change", "differential",
+                "qualifier")
 _MENTION_VALUES = itemgetter(*MENTION_KEYS)
+
+
+_VERIFY = QUESTION_TYPES["verify"][0], "verify", "verify"  # (granularity, type, question key)
+_VERIFY_TYPE = QUESTION_TYPES["verify"][1]
+
+
+def _region_sides(groups: Mapping[ConceptQA, list]) -> dict[str, set[str]]:
+    """region -> the sides its findings (any certainty but negative) are said to be on, in this report."""
+    out: dict[str, set[str]] = {}
+    for cq, ms in groups.items():
+        for m in ms:
+            if m["certainty"] != "negative":
+                s = SIDES.get(m.get("laterality"))
+                if s:
+                    out.setdefault(cq.region, set()).update(s)
+    return out
+
+
+def _plain(values: tuple) -> bool:
+    return all([type(v) in PLAIN_TYPES or type(v) is bool for v in values])
 
 
 def _mention_values(m: Mapping) -> tuple:
@@ -37,7 +63,7 @@ class ConceptQA:
     concept): display data, the presence question entry and (filled on first use, see
     FineQuestions._concept_entry) the entries of its other questions."""
 
-    __slots__ = ("cid", "info", "region", "is_finding", "sort_key", "name", "presence", "entries")
+    __slots__ = ("cid", "info", "region", "is_finding", "sort_key", "name", "presence", "entries", "answer_filter")
     # presence: (paraphrases, key hash, their number, concept id, region), or None without presence pairs
 
     def __init__(self, gen, cid: str, info: ConceptInfo) -> None:
@@ -49,6 +75,7 @@ class ConceptQA:
         self.name = info.name
         self.presence = (*gen._q_entry("presence", cid, info), cid, info.region) if "presence" in gen.types else None
         self.entries: dict[str, tuple] = {}
+        self.answer_filter = answer_filter(info.name, info.kind, info.implied)  # part of the plan key
 
 
 class FineQuestions:
@@ -91,6 +118,7 @@ class FineQuestions:
             out.append(None)
         found: list[ConceptQA] = []
         hedged: list[ConceptQA] = []
+        region_sides = None  # region -> sides its findings are said to be on (first needed: _region_sides)
         abn_ms: list[Mapping] = []
         negs: list[Mapping] = []
 
@@ -100,7 +128,8 @@ class FineQuestions:
             if plain:
                 if len(ms) == 1:
                     m = ms[0]
-                    if m["certainty"] == "negative" and m.get("laterality") is None and m.get("change") != "resolved":
+                    if (m["certainty"] == "negative" and m.get("laterality") is None and m.get("change") != "resolved"
+                            and m.get("qualifier") is None):
                         negs.append(m)
                         if presence:
                             variants, kh, n, cid, region = cq.presence
@@ -111,7 +140,7 @@ class FineQuestions:
                 else:
                     for m in ms:
                         if (m["certainty"] != "negative" or m.get("laterality") is not None
-                                or m.get("change") == "resolved"):
+                                or m.get("change") == "resolved" or m.get("qualifier") is not None):
                             break
                     else:
                         negs += ms
@@ -129,20 +158,19 @@ class FineQuestions:
                 key = _MENTION_VALUES(ms[0]) if single else tuple(map(_MENTION_VALUES, ms))
             except KeyError:  # a mention without some optional field: read it as None, like .get
                 key = _mention_values(ms[0]) if single else tuple([_mention_values(m) for m in ms])
-            if by_scheme:
-                key = (key, tuple([m.get(scheme) is not None for m in ms]))
+            flags = tuple([m.get(scheme) is not None for m in ms]) if by_scheme else None
+            values = key
+            key = (key, flags, cq.answer_filter)
             cache = plans1 if single else plans
             plan = cache.get(key)
             if plan is None:
-                plan = self._plan(ms, key[1] if by_scheme else None)
+                plan = self._plan(ms, flags, cq.answer_filter)
                 # Values compare with ==: only cache plans of str/None values, so that 1 / 1.0 / True
                 # (equal, but printed differently) never share one.
-                values = key[0] if by_scheme else key
-                if len(cache) < 100_000 and (PLAIN_TYPES.issuperset(map(type, values)) if single else
-                                             all([PLAIN_TYPES.issuperset(map(type, v)) for v in values])):
+                if len(cache) < 100_000 and (_plain(values) if single else all([_plain(v) for v in values])):
                     cache[key] = plan
 
-            neg_sel, abn_kind, abn_sel, specs, one_ev = plan
+            neg_sel, abn_kind, abn_sel, specs, one_ev, one_side = plan
             if neg_sel is None:
                 negs += ms
             elif neg_sel:
@@ -150,12 +178,21 @@ class FineQuestions:
             if abn_kind and cq.is_finding:  # devices and normal variants are not abnormalities
                 (found if abn_kind == 1 else hedged).append(cq)
                 abn_ms += ms if abn_sel is None else map(ms.__getitem__, abn_sel)
+            if one_side is not None:  # the wrong side, asked as often as the right one (closed.py)
+                if region_sides is None:
+                    region_sides = _region_sides(groups)
+                other = "right" if one_side == "left" else "left"
+                if other not in region_sides.get(cq.region, ()):
+                    specs = specs + ((*_VERIFY, self.no, _VERIFY_TYPE, abn_sel, other),)
+                    one_ev = one_ev and abn_sel is None
             if not specs:
                 continue
             cid, region, entries = cq.cid, cq.region, cq.entries
             if one_ev:  # every pair rests on all the mentions (always so with one mention)
                 ids, text = ([ms[0]["mention_id"]], ms[0]["sentence"]) if single else evidence(ms)
-                for gran, qtype, qkey, answer, atype, sel in specs:
+                for gran, qtype, qkey, answer, atype, sel, *side in specs:
+                    if side:
+                        qkey = "verify:" + side[0]
                     variants, kh, n, vkey = entries.get(qkey) or self._concept_entry(cq, qkey)
                     if vkey is not None:
                         vkeys[len(out)] = vkey
@@ -164,7 +201,9 @@ class FineQuestions:
                                 cid, region, ids, text, split))
                 continue
             evs = {}  # mention selection -> its evidence, shared by the pairs of this concept
-            for gran, qtype, qkey, answer, atype, sel in specs:
+            for gran, qtype, qkey, answer, atype, sel, *side in specs:
+                if side:
+                    qkey = "verify:" + side[0]
                 ev = evs.get(sel)
                 if ev is None:
                     ev = evs[sel] = evidence(ms if sel is None else list(map(ms.__getitem__, sel)))
@@ -189,7 +228,7 @@ class FineQuestions:
             entry = cq.entries[qkey] = (*self._q_entry(qkey, cq.cid, cq.info), None)
         return entry
 
-    def _plan(self, ms: Sequence[Mapping], scheme_flags: tuple[bool, ...] | None) -> tuple:
+    def _plan(self, ms: Sequence[Mapping], scheme_flags: tuple[bool, ...] | None, flt: tuple) -> tuple:
         """The fine pairs of one concept, from its current mentions (report order), as replayable data:
         (its negatives, abnormality kind if it is a finding (0 none, 1 found, 2 hedged), its mentions,
         pair specs, whether every pair rests on all the mentions); a pair spec is (granularity,
@@ -217,6 +256,10 @@ class FineQuestions:
         lateral = attrs = False
         for i, m in enumerate(ms):
             cert = m["certainty"]
+            if cert == "positive" and m.get("differential"):
+                cert = "uncertain"  # one of two alternatives
+            elif cert == "negative" and m.get("qualifier") is not None:
+                continue  # "no large consolidation" says nothing about a small one
             lat = m.get("laterality")
             # a resolved finding (positive or negative wording) is an explicit negative now
             res = cert != "uncertain" and m.get("change") == "resolved"
@@ -251,7 +294,11 @@ class FineQuestions:
             gran, atype = QUESTION_TYPES[qtype]
             specs.append((gran, qtype, qkey or qtype, answer, atype, sel(idx)))
 
+        one_side = None
         if scheme_flags is None or any(scheme_flags):  # else the scheme keeps no pairs of this concept
             self._plan_closed(add, ms, pos, unc, neg, neg_cover, lateral)
-            self._plan_attribute_pairs(add, ms, pos, unc, resolved, attrs)
-        return sel(neg) if neg else (), abn_kind, abn_sel, tuple(specs), all([spec[5] is None for spec in specs])
+            self._plan_attribute_pairs(add, ms, pos, unc, resolved, attrs, flt)
+            if self._verify and lateral:
+                one_side = self._one_side(ms, pos, unc, neg)
+        return (sel(neg) if neg else (), abn_kind, abn_sel, tuple(specs), all([spec[5] is None for spec in specs]),
+                one_side)

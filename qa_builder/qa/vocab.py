@@ -33,6 +33,8 @@ class ConceptInfo:
     kind: str  # 'finding' | 'device' | 'variant'
     plural: bool
     order: int  # position in concepts.yaml; unknown concepts sort after, by id
+    # (question type, value) answers the name already gives: "spine" for the location of scoliosis
+    implied: frozenset[tuple[str, str]] = frozenset()
 
 
 def _load_yaml(path: Path) -> dict:
@@ -61,7 +63,16 @@ def _concept_info(cid: str, entry: Mapping[str, Any] | None, order: int, regions
         kind=kind,
         plural=bool(entry.get("plural", False)),
         order=order,
+        implied=_implied(cid, entry.get("implied")),
     )
+
+
+def _implied(cid: str, spec: Any) -> frozenset[tuple[str, str]]:
+    if not spec:
+        return frozenset()
+    if not isinstance(spec, Mapping) or not all(isinstance(v, list) for v in spec.values()):
+        raise ValueError(f"concept {cid!r}: implied must map question types to lists of values")
+    return frozenset((str(q), str(v).lower()) for q, vs in spec.items() for v in vs)
 
 
 def load_concepts(path: str | Path | None = None) -> tuple[dict[str, ConceptInfo], dict[str, list[str]]]:
