@@ -70,6 +70,8 @@ _SIZE = re.compile(
     r"\s*(mm|cm|millimeters?|centimeters?)\b",
     re.IGNORECASE,
 )
+_DISTANCE = re.compile(r"\s*(?:above|below|from|beyond|proximal|distal|superior|inferior|into|past|short of)\b",
+                       re.IGNORECASE)
 _ANATOMY_GROUPS = frozenset({"laterality", "location"})
 
 
@@ -85,7 +87,10 @@ def find_sizes(doc: Doc, text: str | None = None) -> list[Modifier]:
     """Size modifiers ("8 mm", "2 x 3 cm"); `text`: the doc's text when the caller has it (Doc.text
     rebuilds it from every token)."""
     out = []
-    for m in _SIZE.finditer(doc.text if text is None else text):
+    text = doc.text if text is None else text
+    for m in _SIZE.finditer(text):
+        if _DISTANCE.match(text, m.end()):
+            continue  # "4 cm above the carina" is a distance, not a size
         span = doc.char_span(m.start(), m.end(), alignment_mode="expand")
         if span is None:
             continue

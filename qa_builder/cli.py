@@ -76,6 +76,9 @@ def build(
     scheme: str = typer.Option("all", help="concepts with fine QA: all, chexpert or chestxray14"),
     split_file: Optional[Path] = typer.Option(None, help="MIMIC-CXR split CSV (mimic-cxr-2.0.0-split.csv) to honour"),
     seed: int = typer.Option(0, help="seed for paraphrase choice and splits"),
+    placeholders: str = typer.Option("token", help="de-identification placeholders (XXXX, ___) in open answers: "
+                                     "'token' (replaced by --placeholder-token) or 'drop' (their clauses left out)"),
+    placeholder_token: str = typer.Option("___", help="what a run of placeholders becomes with --placeholders token"),
     split_fractions: str = typer.Option("0.8,0.1,0.1", help="train,validate,test fractions of hashed patient splits"),
     balance_ratio: float = typer.Option(1.0, help="with --balance-yes-no: keep majority <= ratio x minority"),
     language: str = typer.Option("en", help="question template language (qa/templates/<language>.yaml) or a YAML path"),
@@ -109,7 +112,8 @@ def build(
                       seed=seed, split_file=str(split_file) if split_file else None,
                       split_fractions=split_fractions, balance_ratio=balance_ratio, language=language,
                       extra_templates=tuple(str(t) for t in templates),
-                      concepts_file=str(concepts) if concepts else None)
+                      concepts_file=str(concepts) if concepts else None, placeholders=placeholders,
+                      placeholder_token=placeholder_token)
         config = BuildConfig(workers=workers, batch_size=max(1, batch_size), parser=ParserConfig(probable_as=probable_as, cache_size=max(0, sentence_cache)),
                              qa=qa, progress=not quiet, overrides=str(overrides) if overrides else None)
         manifest = run_build(reports, out, config, fmt=fmt, id_column=id_column, source=source)

@@ -30,15 +30,21 @@ def _stem(word: str) -> str:
     return word[:5]  # "calcified" / "calcification", "degenerative" / "degeneration"
 
 
-def answer_filter(name: str, kind: str, implied) -> tuple:
+# A device has a place and a history, not a severity, a type or a size (a tip distance is not a size).
+_DEVICE_SKIP = frozenset({"severity", "type", "size"})
+
+
+def answer_filter(name: str, kind: str, implied, skip=frozenset()) -> tuple:
     """What the attribute rules need to know of a concept: (kind, its implied (question type, value)
-    pairs, the stems of its name). Part of the plan key, so it must be hashable and small."""
-    return kind, frozenset(implied), frozenset(_stem(w) for w in _WORDS.findall(name.lower()))
+    pairs, the stems of its name, question types it is never asked). Part of the plan key, so it must
+    be hashable and small."""
+    skip = frozenset(skip) | (_DEVICE_SKIP if kind == "device" else frozenset())
+    return kind, frozenset(implied), frozenset(_stem(w) for w in _WORDS.findall(name.lower())), skip
 
 
 def _given(qtype: str, item: str, flt: tuple) -> bool:
     """The concept already gives this answer item: implied, or every word repeats its name."""
-    _, implied, stems = flt
+    _, implied, stems, _ = flt
     if (qtype, item.lower()) in implied:
         return True
     words = _WORDS.findall(item.lower())
@@ -131,6 +137,8 @@ class AttributeQuestions:
             if answer:
                 add("location", self._hedge(answer, hedged), idx)
         for qtype, attr, vocab in self.attr_specs:
+            if qtype in flt[3]:
+                continue
             idx = []
             values: list = []
             for i in attr_idx:

@@ -3,6 +3,7 @@
 * 'report' is answered by FINDINGS, or by IMPRESSION when the report has no findings section; its
   evidence is every mention of that section.
 * 'impression' is asked only when both sections exist (else it would repeat 'report').
+* De-identification placeholders are replaced or their clauses dropped (QAConfig.placeholders, text.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .common import choice, clean
+from .text import deidentified
 
 
 class CoarseQuestions:
@@ -19,7 +21,9 @@ class CoarseQuestions:
         """report / impression pairs; f_ids, i_ids: ids of the FINDINGS / IMPRESSION mentions."""
         rid, subject, split, base = head
         sfx = self._sfx
-        findings, impression = clean(report.get("findings")), clean(report.get("impression"))
+        policy, token = self.config.placeholders, self.config.placeholder_token
+        findings = deidentified(clean(report.get("findings")), policy, token)
+        impression = deidentified(clean(report.get("impression")), policy, token)
         main = findings or impression
         if main and "report" in self.types:
             entry = self._report_q.get("report") or self._report_entry("report")

@@ -67,6 +67,10 @@ class QAConfig:
     extra_templates: tuple[str, ...] = ()
     # Alternative concepts.yaml (display names, regions, region keywords).
     concepts_file: str | None = None
+    # De-identification placeholders ("XXXX", "___", "[** **]") in open answers: 'token' writes
+    # placeholder_token instead, 'drop' leaves out the clauses that hold one (qa/text.py).
+    placeholders: str = "token"
+    placeholder_token: str = "___"
 
     def __post_init__(self) -> None:
         # Coerce lists or "a,b" strings (from a CLI or JSON) to tuples: the config must stay
@@ -93,6 +97,8 @@ class QAConfig:
             raise ValueError("max_pairs_per_report must be >= 1 or None")
         if self.uncertain_policy not in ("hedge", "skip"):
             raise ValueError(f"uncertain_policy must be 'hedge' or 'skip', got {self.uncertain_policy!r}")
+        if self.placeholders not in ("token", "drop"):
+            raise ValueError(f"placeholders must be 'token' or 'drop', got {self.placeholders!r}")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if not self.enabled_types():

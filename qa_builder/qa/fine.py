@@ -75,7 +75,7 @@ class ConceptQA:
         self.name = info.name
         self.presence = (*gen._q_entry("presence", cid, info), cid, info.region) if "presence" in gen.types else None
         self.entries: dict[str, tuple] = {}
-        self.answer_filter = answer_filter(info.name, info.kind, info.implied)  # part of the plan key
+        self.answer_filter = answer_filter(info.name, info.kind, info.implied, info.skip)  # part of the plan key
 
 
 class FineQuestions:

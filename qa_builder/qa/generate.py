@@ -35,7 +35,7 @@ from .fine import ConceptQA, FineQuestions
 from .region import RegionQuestions
 from .schema import QA_COLUMNS, tuples_to_table
 from .splits import SplitMap, assign_split, load_split_file, split_for_report
-from .vocab import ConceptInfo, check_question_templates, load_concepts, load_templates, unknown_concept
+from .vocab import ConceptInfo, check_question_templates, load_concepts, load_same_fact, load_templates, unknown_concept
 from .wording import Wording
 
 
@@ -52,6 +52,7 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         self.split_map: SplitMap | None = load_split_file(config.split_file) if config.split_file else None
 
         self.concepts, region_keywords = load_concepts(config.concepts_file)
+        self.same_fact = load_same_fact(config.concepts_file)  # concept -> (group, rank), see _asked_once
         tpl = load_templates(config.language, tuple(config.extra_templates))
         self.templates = tpl
         questions = tpl.get("questions") or {}
@@ -79,7 +80,10 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         self._want_middle = "region" in self.types
         self._want_fine = bool(self.types & FINE_TYPES)
 
-        self._init_wording()
+        concept_questions = tpl.get("concept_questions") or {}
+        for cid, by_type in concept_questions.items():
+            check_question_templates(by_type or {}, set())
+        self._init_wording(concept_questions)
         self._init_regions(region_keywords, tpl.get("regions") or {})
         self._init_attributes(tpl, values)
         self._init_fine()
@@ -145,9 +149,10 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         # (mention id, region) per sentence id (middle); current FINDINGS / IMPRESSION mentions per
         # concept, concepts in order of first mention (fine).
         cqs = self._cq
+        skip = self._asked_once(mentions) if self.same_fact else None
         f_ids: list = []
         i_ids: list = []
-        by_sid: dict[Any, list[tuple[Any, str]]] = {}
+        by_sid: dict[Any, list[tuple[Any, str, Mapping]]] = {}  # sentence id -> (mention id, region, mention)
         groups: dict[ConceptQA, list[Mapping]] = {}
         want_coarse = self._want_coarse
         if want_coarse and want_middle and want_fine:  # the default: the same, without the flag tests
@@ -161,10 +166,10 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
                 cq = cqs.get(m["concept"]) or self._concept_qa(m["concept"])
                 sid = m["sentence_id"]
                 if sid in by_sid:
-                    by_sid[sid].append((mid, cq.region))
+                    by_sid[sid].append((mid, cq.region, m))
                 else:
-                    by_sid[sid] = [(mid, cq.region)]
-                if sec in EVIDENCE_SECTIONS and m.get("temporality") != "historical":
+                    by_sid[sid] = [(mid, cq.region, m)]
+                if sec in EVIDENCE_SECTIONS and m.get("temporality") != "historical" and not (skip and mid in skip):
                     if cq in groups:
                         groups[cq].append(m)
                     else:
@@ -183,10 +188,11 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
                 if want_middle:
                     sid = m["sentence_id"]
                     if sid in by_sid:
-                        by_sid[sid].append((m["mention_id"], cq.region))
+                        by_sid[sid].append((m["mention_id"], cq.region, m))
                     else:
-                        by_sid[sid] = [(m["mention_id"], cq.region)]
-                if want_fine and m["section"] in EVIDENCE_SECTIONS and m.get("temporality") != "historical":
+                        by_sid[sid] = [(m["mention_id"], cq.region, m)]
+                if want_fine and m["section"] in EVIDENCE_SECTIONS and m.get("temporality") != "historical" \
+                        and not (skip and m["mention_id"] in skip):
                     if cq in groups:
                         groups[cq].append(m)
                     else:
@@ -208,6 +214,29 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         if cap is not None and len(out) > cap:
             out = self._cap(base, rid, out, vkeys, cap)
         return out
+
+    def _asked_once(self, mentions: Sequence[Mapping]) -> set | None:
+        """Mention ids whose fact another concept of its same_fact group already asks: of the concepts
+        one statement (same sentence and span) gives, only the first of the group gets fine pairs."""
+        same_fact = self.same_fact
+        best: dict[tuple, tuple[int, Any]] = {}
+        skip = None
+        for m in mentions:
+            gr = same_fact.get(m["concept"])
+            if gr is None:
+                continue
+            key = (m["sentence_id"], m.get("start"), m.get("end"), gr[0])
+            prev = best.get(key)
+            if prev is None:
+                best[key] = (gr[1], m["mention_id"])
+                continue
+            skip = skip or set()
+            if gr[1] < prev[0]:
+                skip.add(prev[1])
+                best[key] = (gr[1], m["mention_id"])
+            else:
+                skip.add(m["mention_id"])
+        return skip
 
     def _ensure_sfx(self, n: int) -> None:
         # a new tuple, never grown in place: a generator may be shared between threads

@@ -4,6 +4,9 @@
   mostly landmarks ("opacity overlying the left 5th rib" is not a bones sentence).
 * A sentence without mentions ("The osseous structures are intact.") belongs to the regions its
   keywords name (concepts.yaml `regions`); sentences no region claims are left to the coarse pairs.
+* A negated list that spans regions is cut to the region's items ("No pneumonia, effusion or
+  pneumothorax." -> pleura: "No effusion or pneumothorax."); a leading connective that points at text
+  left out ("Specifically, ...") is dropped; placeholders as QAConfig.placeholders says (text.py).
 * A sentence repeated in the impression is added once per region. Answers keep report order.
 * Evidence: the region's mention ids (empty for a region whose sentences carry no mention).
 """
@@ -16,6 +19,7 @@ from typing import Mapping, Sequence
 
 from .common import GOLDEN, MASK64, NO_SIDE, clean
 from .config import EVIDENCE_SECTIONS
+from .text import deidentified, region_clause, without_lead_connective
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -37,6 +41,7 @@ class RegionQuestions:
         self._sent_cache: dict[str, list] = {}
         self._kw_cache: dict[str, frozenset[str]] = {}
         self._region_q: dict[str, tuple] = {}
+        self._clause_cache: dict[tuple, str | None] = {}  # (sentence, its mentions, region) -> region_clause
         # every concept's region is a key of region_keywords (load_concepts checks; unknown -> other)
         self._one_region = {r: frozenset((r,)) for r in region_keywords}
 
@@ -50,13 +55,19 @@ class RegionQuestions:
                 self._token_cache[token] = hit
         return hit
 
+    def _answer_text(self, raw: str) -> str | None:
+        text = clean(raw)
+        if text:
+            text = deidentified(without_lead_connective(text), self.config.placeholders, self.config.placeholder_token)
+        return text
+
     def _sentence(self, raw: str) -> list:
-        """[clean text, lower-cased text, keyword regions or None until first needed], cached:
+        """[answer text, lower-cased raw text, keyword regions or None until first needed], cached:
         sentences of normal reports repeat a lot."""
         hit = self._sent_cache.get(raw)
         if hit is None:
-            text = clean(raw)
-            hit = [text, text.lower() if text else "", None]
+            norm = clean(raw)
+            hit = [self._answer_text(raw), norm.lower() if norm else "", None]
             if len(self._sent_cache) < 100_000:
                 self._sent_cache[raw] = hit
         return hit
@@ -88,6 +99,29 @@ class RegionQuestions:
                 self._kw_cache[norm] = hit
         return hit
 
+    def _add_clauses(self, raw: str, norm: str, ms: list, regions: frozenset[str], added: dict, acc: dict) -> None:
+        """Add to each region the part of a multi-region sentence about it (the whole sentence unless it is
+        a negated list, see text.region_clause), once per region."""
+        items = tuple(sorted((m.get("start"), m.get("end"), r, m.get("certainty")) for _, r, m in ms))
+        prev = added.get(norm)
+        new = regions - prev if prev is not None else regions
+        added[norm] = regions if prev is None else prev | regions
+        whole = None
+        for r in new:
+            key = (raw, items, r)
+            text = self._clause_cache.get(key, False)
+            if text is False:
+                clause = region_clause(raw, items, r) if all(isinstance(x, int) for it in items for x in it[:2]) else None
+                text = self._answer_text(clause) if clause else None
+                if len(self._clause_cache) < 100_000:
+                    self._clause_cache[key] = text
+            if text is None:
+                if whole is None:
+                    whole = (self._sent_cache.get(raw) or self._sentence(raw))[0]
+                text = whole
+            if text:
+                acc[r][0].append(text)
+
     def _middle(self, head: tuple, sentences: Sequence[Mapping], by_sid: Mapping, out: list) -> None:
         """Sentences (in the given, i.e. report, order) grouped by region; evidence = mentions of that region."""
         rid, subject, split, base = head
@@ -106,7 +140,7 @@ class RegionQuestions:
                 if regions is None:  # keyword regions, cached with the sentence on first use
                     regions = hit[2] = self.keyword_regions(norm)
             elif len(ms) == 1:
-                mid, r = ms[0]
+                mid, r, _ = ms[0]
                 a = acc.get(r)
                 if a is None:
                     a = acc[r] = ([], [])
@@ -118,7 +152,7 @@ class RegionQuestions:
                     continue
             else:
                 regions = set()
-                for mid, r in ms:
+                for mid, r, _ in ms:
                     regions.add(r)
                     a = acc.get(r)
                     if a is None:
@@ -126,6 +160,9 @@ class RegionQuestions:
                     else:
                         a[1].append(mid)
                 regions = frozenset(regions)
+                if len(regions) > 1:  # a list across regions: each region gets its own items
+                    self._add_clauses(s["sentence"], norm, ms, regions, added, acc)
+                    continue
             prev = added.get(norm)
             if prev is not None:  # impressions often repeat a findings sentence: add it once per region
                 added[norm] = prev | regions

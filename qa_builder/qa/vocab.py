@@ -35,6 +35,8 @@ class ConceptInfo:
     order: int  # position in concepts.yaml; unknown concepts sort after, by id
     # (question type, value) answers the name already gives: "spine" for the location of scoliosis
     implied: frozenset[tuple[str, str]] = frozenset()
+    # question types never asked of it ("What degree of fracture?" is no radiological grading)
+    skip: frozenset[str] = frozenset()
 
 
 def _load_yaml(path: Path) -> dict:
@@ -64,6 +66,7 @@ def _concept_info(cid: str, entry: Mapping[str, Any] | None, order: int, regions
         plural=bool(entry.get("plural", False)),
         order=order,
         implied=_implied(cid, entry.get("implied")),
+        skip=frozenset(str(q) for q in entry.get("no_questions") or ()),
     )
 
 
@@ -89,6 +92,18 @@ def load_concepts(path: str | Path | None = None) -> tuple[dict[str, ConceptInfo
         for p in pats:
             re.compile(p)  # fail on a bad pattern here, with the pattern in the traceback
     return concepts, regions
+
+
+def load_same_fact(path: str | Path | None = None) -> dict[str, tuple[int, int]]:
+    """concepts.yaml `same_fact` -> {concept id: (group number, rank in its group)}."""
+    data = _load_yaml(Path(path) if path else CONCEPTS_FILE)
+    out: dict[str, tuple[int, int]] = {}
+    for g, group in enumerate(data.get("same_fact") or ()):
+        if not isinstance(group, list) or len(group) < 2:
+            raise ValueError(f"concepts.yaml: same_fact[{g}] must list two or more concepts")
+        for rank, cid in enumerate(group):
+            out[str(cid)] = (g, rank)
+    return out
 
 
 def unknown_concept(cid: str, regions: Mapping[str, Any]) -> ConceptInfo:

@@ -21,7 +21,8 @@ class Wording:
     region_names: dict[str, str]
     hedge_attr: str
 
-    def _init_wording(self) -> None:
+    def _init_wording(self, concept_questions: dict | None = None) -> None:
+        self.concept_questions: dict[str, dict[str, list[str]]] = concept_questions or {}
         self._q_cache: dict[tuple[str, str], tuple[tuple[str, ...], int, int]] = {}
         self._key_hash: dict[tuple, int] = {}
 
@@ -55,6 +56,9 @@ class Wording:
         variants = self.questions[qtype]
         if info is not None and info.plural and self.questions.get(qtype + "_plural"):
             variants = self.questions[qtype + "_plural"]
+        own = self.concept_questions.get(info.id, {}).get(qtype) if info is not None else None
+        if own:  # a concept's own wording ("How tortuous is the aorta?")
+            variants = tuple(own)
         fields = {"side": self.v_side.get(side, side) if side else ""}
         if info is not None:
             fields.update(name=info.name, np=info.np, the=info.the)
