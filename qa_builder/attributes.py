@@ -177,13 +177,29 @@ def _pre_ok(s: _Sentence, mod: Modifier, target: tuple[int, int], loose: bool) -
             if not (before and after and (before & after or (before <= _ANATOMY_GROUPS and after <= _ANATOMY_GROUPS))):
                 return False
             continue
-        # a side word starts a new phrase unless coordinated ("right and left", "left more than right"):
-        # "right upper mediastinal Bilateral small pleural effusions"
-        if (mod.group == "laterality" or mod.group == "location" and mod.value != "diffuse") \
-                and groups_at[t] and "laterality" in groups_at[t] \
+        # a second side word starts a new phrase unless coordinated ("right and left", "left more than
+        # right"): in "Stable right upper mediastinal Bilateral small pleural effusions" neither "Stable",
+        # "right" nor "mediastinal" describes the effusions
+        if groups_at[t] and "laterality" in groups_at[t] and mod.value != "diffuse" \
+                and _side_before(s, mod, t) \
                 and not any(lower[u] in _COORD_IDS or lower[u] in _COMPARE_IDS for u in range(mod.end, t)):
             return False
     return True
+
+
+def _side_before(s: _Sentence, mod: Modifier, t: int) -> bool:
+    """A side word in `mod`'s own phrase (from up to 3 words before it) and before token t, not part of the
+    side phrase at t."""
+    groups_at, lower = s.groups_at, s.lower
+    first = mod.start
+    while first > 0 and mod.start - first < 3 and lower[first - 1] != _COMMA_ID \
+            and lower[first - 1] not in _CLAUSE_BREAK_IDS and s.finding_at[first - 1] < 0:
+        first -= 1
+    for u in range(first, t):
+        if groups_at[u] and "laterality" in groups_at[u] and not (groups_at[u + 1] and "laterality" in groups_at[u + 1]
+                                                                  and u + 1 == t):
+            return True
+    return False
 
 
 def _place(s: _Sentence, t: int) -> frozenset[str] | None:
@@ -195,6 +211,10 @@ def _place(s: _Sentence, t: int) -> frozenset[str] | None:
 
 
 _LOCATION = frozenset(("location",))
+# What may follow a change word that ends its sentence's phrase ("unchanged from prior", "stable.")
+_CHANGE_FOLLOWERS = frozenset(map(hash_string, (
+    ",", ".", ";", "from", "since", "compared", "relative", "to", "when", "as", "in", "on", "at", "than", "over",
+    "the", "prior", "previous", "and", "with", "allowing", "given", "xxxx")))
 
 
 def _post_ok(s: _Sentence, target: tuple[int, int], mod: Modifier) -> bool:
@@ -238,9 +258,11 @@ def _choose(s: _Sentence, findings: list[tuple[int, int]], mod: Modifier) -> int
         return left
     if right is not None and _pre_ok(s, mod, findings[right], loose=True):
         return right
-    # A sentence-final change word ("..., unchanged from the prior study") is about the sentence's subject.
+    # A sentence-final change word ("..., unchanged from the prior study") is about the sentence's subject,
+    # unless it describes a noun of its own ("with increased retrosternal airspace").
     if mod.group == "change" and left is not None and right is None \
-            and _CLAUSE_BREAK_IDS.isdisjoint(s.lower[findings[0][1]:mod.start]):
+            and _CLAUSE_BREAK_IDS.isdisjoint(s.lower[findings[0][1]:mod.start]) \
+            and (mod.end >= len(s.lower) or s.lower[mod.end] in _CHANGE_FOLLOWERS):
         return 0
     return None
 

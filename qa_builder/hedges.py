@@ -120,6 +120,18 @@ class Hedges:
         for i, m in enumerate(mentions):
             if member[i]:
                 m.differential = True
+        # alternatives for one shadow share its place: "Minimal atelectasis versus scarring in the left base"
+        for k in range(n):
+            if not member[k]:
+                continue
+            j = k
+            while j + 1 < n and member[j + 1] and links[j] is not None:
+                j += 1
+            placed = next((mentions[i] for i in range(k, j + 1) if mentions[i].laterality or mentions[i].location), None)
+            if placed is not None:
+                for i in range(k, j + 1):
+                    if mentions[i].laterality is None and mentions[i].location is None:
+                        mentions[i].laterality, mentions[i].location = placed.laterality, placed.location
 
     def _explanation(self, doc: Doc, lower: list[int], start: int) -> tuple[str, str, int] | None:
         """(hedged | definite, cause, connector position) of the first "<connector> <cause>" from `start`."""

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from qa_builder.cli import eval_app, review_app
 from qa_builder.pipeline import BuildConfig, build
 from qa_builder.qa.generate import QAConfig
-from qa_builder.review.keys import AnswerRules, Key, KeyReader, same_answer
+from qa_builder.review.keys import AnswerRules, Key, KeyReader, same_answer, singular
 from qa_builder.review.sample import allocate
-from qa_builder.review.score import evaluate_review, read_build, wilson
-from qa_builder.review.sheet import EXTRA_COLUMNS, REVIEW_COLUMNS, ReviewError, read_sheet
+from qa_builder.review.score import Built, card_section, evaluate_review, format_table, read_build, score, wilson
+from qa_builder.review.sheet import EXTRA_COLUMNS, REVIEW_COLUMNS, ReviewError, ReviewRow, read_sheet
 
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).resolve().parents[1] / "qa_builder" / "data" / "sample_reports.csv"
@@ -100,6 +100,36 @@ def test_open_answers_compare_item_sets():
                        HEDGED.format(answer="left apex, right base"), "location")
 
 
+@pytest.mark.parametrize("word, folded", [
+    ("arteries", "artery"), ("ribs", "rib"), ("bases", "base"), ("apices", "apex"), ("lobes", "lobe"),
+    ("opacities", "opacity"), ("masses", "mass"), ("branches", "branch"), ("vertebrae", "vertebra"),
+    # left alone: short words, -ss / -us / -is endings, words without a final s
+    ("fibrosis", "fibrosis"), ("atelectasis", "atelectasis"), ("thorax", "thorax"), ("hilus", "hilus"),
+    ("emphysema", "emphysema"), ("pneumothorax", "pneumothorax"), ("mass", "mass"), ("has", "has"), ("yes", "yes"),
+    ("series", "series"),
+])
+def test_singular(word, folded):
+    assert singular(word) == folded
+
+
+def test_open_fine_answers_ignore_singular_plural():
+    assert same_answer("left coronary artery", "left coronary arteries", "location")
+    assert same_answer("bilateral bases", "bilateral base", "location")
+    assert same_answer("Both apices and right ribs", "right rib, both apex", "location")
+    assert same_answer("small nodules", "small nodule", "type")
+    assert same_answer("multiple masses", "multiple mass", "abnormality")
+    assert same_answer("2 cms", "2 cms", "size") and same_answer("lungs unchanged", "lung unchanged", "change")
+    assert same_answer(HEDGED.format(answer="left lower lobes"), HEDGED.format(answer="left lower lobe"), "location")
+    assert not same_answer("left coronary artery", "right coronary arteries", "location")
+    assert not same_answer("emphysema", "pneumothorax", "abnormality")
+    assert not same_answer("fibrosis", "fibrosi", "type")       # an -is word is never cut
+    # closed and region / coarse answers are not folded
+    assert not same_answer("both sides", "both side", "choose")
+    assert not same_answer("the ribs are intact.", "the rib is intact.", "region")
+    assert not same_answer("no nodules", "no nodule", "presence")
+    assert not same_answer("Bilateral bases clear.", "Bilateral base clear.", "report")
+
+
 def test_closed_answers_are_exact():
     assert same_answer("Yes.", "yes", "presence")
     assert not same_answer("no", "no large consolidation", "presence")
@@ -137,6 +167,70 @@ def test_allocate_spreads_and_redistributes():
     assert allocate(10, {"a": 1, "b": 100, "c": 100}) == {"a": 1, "b": 5, "c": 4}
     assert allocate(10, {"a": 0, "b": 3}) == {"a": 0, "b": 3}
     assert allocate(7, {"a": 5, "b": 5, "c": 5}) == {"a": 3, "b": 2, "c": 2}
+
+
+# -- reworded awkward rows ------------------------------------------------------------------------
+
+def _review(rid: str, qtype: str, answer: str, verdict: str, corrected: str, concept: str = "calcification",
+            note: str = "") -> ReviewRow:
+    return ReviewRow(row=int(rid), key=Key(rid, qtype, concept, ""), granularity="fine", question=f"q {rid}?",
+                     answer=answer, verdict=verdict, corrected=corrected, category="word", note=note)
+
+
+def test_awkward_rows_repeating_their_answer_are_reworded_not_different():
+    rows = [
+        _review("1", "location", "perihilar", "awkward", "perihilar", note="hilar is better"),  # built otherwise
+        _review("2", "change", "resolved", "awkward", "Resolved.", concept="catheter"),  # normalised: the same
+        _review("3", "type", "focal, alveolar and alveolar", "awkward", ""),  # empty corrected: the answer stands
+        _review("4", "location", "perihilar", "awkward", "perihilar"),  # built the same: as corrected
+        _review("5", "location", "perihilar", "awkward", "hilar"),      # a real correction: different
+        _review("6", "location", "base", "correct", "base"),            # not awkward: different
+        _review("7", "location", "apex", "awkward", "apex"),            # not in the build: lost
+        _review("8", "severity", "mild", "awkward", "mild"),            # as corrected
+    ]
+    found = {Key("1", "location", "calcification", ""): Built("hilar", "q 1?", "1:0"),
+             Key("2", "change", "catheter", ""): Built("removed", "q 2?", "2:0"),
+             Key("3", "type", "calcification", ""): Built("focal", "q 3?", "3:0"),
+             Key("4", "location", "calcification", ""): Built("Perihilar.", "q 4?", "4:0"),
+             Key("5", "location", "calcification", ""): Built("aorta", "q 5?", "5:0"),
+             Key("6", "location", "calcification", ""): Built("apex", "q 6?", "6:0"),
+             Key("8", "severity", "calcification", ""): Built("mild", "q 8?", "8:0")}
+    assert [r.reworded_only for r in rows] == [True, True, True, True, False, False, True, True]
+    result = score(rows, found, AnswerRules(), {"location": 100, "change": 10, "type": 10, "severity": 10})
+    total = result["total"]
+    assert _totals(result) == {"reviewed": 8, "as_corrected": 2, "trimmed": 0, "different": 2, "lost": 1,
+                               "dropped": 0, "still_asked": 0}
+    assert total["reworded"] == 3
+    # out of the rate's numerator and denominator, per type and overall; still expected rows (not lost)
+    assert (total["rate"]["k"], total["rate"]["n"]) == (2, 4)
+    loc = result["by_type"]["location"]
+    assert (loc["reworded"], loc["as_corrected"], loc["different"], loc["lost"]) == (1, 1, 2, 1)
+    assert (loc["rate"]["k"], loc["rate"]["n"]) == (1, 3)
+    assert result["by_type"]["change"]["rate"]["rate"] is None and result["by_type"]["change"]["reworded"] == 1
+    assert result["expected_rows"] == 8
+    h = result["headline"]
+    assert (h["expected_answered_as_corrected"]["k"], h["expected_answered_as_corrected"]["n"]) == (2, 4)
+    assert (h["expected_lost"]["k"], h["expected_lost"]["n"]) == (1, 8)
+    reworded = result["lists"]["reworded"]
+    assert [(e["report_id"], e["built"], e["expected"]) for e in reworded] == [
+        ("1", "hilar", "perihilar"), ("2", "removed", "Resolved."), ("3", "focal", "focal, alveolar and alveolar")]
+    assert reworded[0]["note"] == "hilar is better"
+    assert [e["report_id"] for e in result["lists"]["different"]] == ["5", "6"]
+    assert [e["report_id"] for e in result["lists"]["regressions"]] == ["6"]
+    # the printed table: its own column, its own list with built and reviewed answers
+    text = format_table(result)
+    head = next(line for line in text.splitlines() if line.startswith("type"))
+    assert head.split()[:7] == ["type", "reviewed", "as", "corrected", "(trimmed)", "different", "reworded"]
+    all_line = next(line for line in text.splitlines() if line.startswith("all "))
+    assert all_line.split()[:7] == ["all", "8", "2", "0", "2", "3", "1"]
+    assert "check by hand: 3\n" in text
+    assert "1 location calcification: 'q 1?' -> built 'hilar'; reviewed 'perihilar' [awkward, word] " \
+           "note: hilar is better" in text
+    assert "expected rows answered differently: 2\n" in text
+    card = card_section({"score": result, "file": "s.csv", "sha256": "0" * 64,
+                         "counts": {"reviewed": 8, "applied": {"dropped": 0, "corrected": 0, "confirmed": 0,
+                                                               "not_found": 0}}})
+    assert "| different | reworded | lost |" in card and "| all | 8 | 2 (0) | 2 | 3 | 1 |" in card
 
 
 # -- sheets -----------------------------------------------------------------------------------
@@ -355,6 +449,7 @@ mode: replace
 questions:
   region: ["Summarise the radiologist's comments on {region}."]
   verify: ["On the {side}, is {np} visible?"]
+  verify_plural: ["On the {side}, are {name} visible?"]
   presence: ["Would you say {np} is there?"]
   choose: ["Which side has {the}?"]
 """

@@ -115,9 +115,14 @@ _DISCOURSE = re.compile(r"^(?:again|also|additionally|otherwise|specifically|how
                         r"furthermore|moreover|similarly|overall|finally),\s*")
 
 
+# Any run of de-identification placeholders (IU "XXXX", MIMIC "___", "[** **]") is one placeholder:
+# qa-build writes them as one token (QAConfig.placeholders), a sheet may hold the source's own.
+_PLACEHOLDERS = re.compile(r"(?:(?:\[\*\*[^\]]*\*\*\]|\bx{2,}\b|_{2,})[\s,.-]*)*(?:\[\*\*[^\]]*\*\*\]|\bx{2,}\b|_{2,})")
+
+
 def normalise(text: str | None) -> str:
-    """Lower case, single spaces, no trailing period."""
-    return _TRAILING.sub("", _norm_space(text or ""))
+    """Lower case, single spaces, no trailing period, placeholders as one token."""
+    return _TRAILING.sub("", _PLACEHOLDERS.sub("___", _norm_space(text or "")))
 
 
 def _strip_discourse(text: str) -> str:
@@ -157,15 +162,51 @@ class AnswerRules:
             if _strip_discourse(b) == _strip_discourse(e):
                 return "same"
             return "trimmed" if question_type in REGION_TYPES and _trimmed(b, e) else None
-        return "same" if _items(b) == _items(e) else None
+        return "same" if _items(b, fold=True) == _items(e, fold=True) else None
 
     def same_answer(self, built: str | None, expected: str | None, question_type: str) -> bool:
         return self.match(built, expected, question_type) is not None
 
 
-def _items(text: str) -> frozenset[str]:
+def _items(text: str, fold: bool = False) -> frozenset[str]:
     # "focal, alveolar and alveolar" == "focal and alveolar": the list's order and repeats carry no meaning
-    return frozenset(i for i in _ITEM_SPLIT.split(text) if i)
+    items = (i for i in _ITEM_SPLIT.split(text) if i)
+    if not fold:
+        return frozenset(items)
+    out = set()
+    for i in items:
+        i = _LETTERS.sub(lambda m: singular(m.group()), i)
+        i = _SAME_WORDS.get(i, i)
+        out.add(_COMPOUND.sub("", i))  # "mid lung" / "mid-lung" / "midlung"
+    return frozenset(out)
+
+
+# Answer items that say the same thing in other words (after singular folding).
+_SAME_WORDS = {"both side": "bilateral", "left side": "left", "right side": "right"}
+_COMPOUND = re.compile(r"[\s-]+")
+
+
+_LETTERS = re.compile(r"[a-z]+")
+# Plurals the suffix rules below would get wrong.
+_IRREGULAR = {"apices": "apex", "vertices": "vertex", "cortices": "cortex", "vertebrae": "vertebra",
+              "bronchi": "bronchus"}
+_KEEP = frozenset({"series", "species"})
+
+
+def singular(word: str) -> str:
+    """A conservative singular of one lower-case word, for comparing only (never shown): "arteries" ->
+    "artery", "ribs" -> "rib", "bases" -> "base", "masses" -> "mass", "apices" -> "apex". Words of <= 3
+    letters and words ending in ss / us / is ("fibrosis", "hilus") are left alone, as is any word not
+    ending in s ("thorax", "emphysema")."""
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    if len(word) <= 3 or word in _KEEP or not word.endswith("s") or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "uses", "ches", "shes", "xes")):
+        return word[:-2]
+    return word[:-1]
 
 
 def _trimmed(built: str, expected: str) -> bool:

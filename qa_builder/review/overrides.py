@@ -57,7 +57,9 @@ class Overrides:
                 continue
             # An answer the comparison calls the same (a reordered list, a region answer trimmed
             # to its region) is kept: writing the sheet's text back would undo rule improvements.
-            if self.rules.same_answer(row[_ANSWER], review.expected, key.question_type):
+            # A row reviewed as awkward whose corrected answer only repeats the flawed one ("perihilar"
+            # where "hilar" was wanted) is kept as built too: the rules may have fixed its wording.
+            if self.rules.same_answer(row[_ANSWER], review.expected, key.question_type) or review.reworded_only:
                 tally["applied"]["confirmed"] += 1
                 out.append(row)
             else:
@@ -100,5 +102,6 @@ def finish(overrides: Overrides, tally: Mapping[str, Any], written_type_rows: Ma
     applied["not_found"] = sum(k not in tally["found"] for k in overrides.by_key)
     total = result["total"]
     counts = {"reviewed": len(overrides.by_key), "applied": applied,
-              **{k: total[k] for k in ("as_corrected", "trimmed", "different", "lost", "dropped", "still_asked")}}
+              **{k: total[k] for k in ("as_corrected", "trimmed", "different", "reworded", "lost", "dropped",
+                                         "still_asked")}}
     return {"file": overrides.path, "sha256": overrides.sha256, "counts": counts, "score": result}

@@ -3,10 +3,13 @@
 Each reviewed row gets one outcome:
 - rows with an expected answer (corrected_answer is not DROP, verdict not trivial):
   as_corrected (found, same answer; `trimmed` counts the region answers matched by trimming only),
-  different (found, another answer), lost (the key is not in the build);
+  different (found, another answer), lost (the key is not in the build); an awkward row whose
+  corrected answer only repeats its own answer (content right, wording bad) answered otherwise is
+  reworded instead of different: the sheet cannot say whether the wording was fixed or the content
+  broken, so it is left out of the rate and listed for a person to check;
 - drop rows (DROP or trivial): dropped (key absent) or still_asked.
 Rate per type = as_corrected / (as_corrected + different + still_asked): of the reviewed pairs the
-build still asks, the share answered right.
+build still asks, the share answered right (reworded rows are in neither part).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from qa_builder.qa.generate import QUESTION_TYPES
 from .keys import AnswerRules, Key, KeyReader
 from .sheet import ReviewError, ReviewRow, duplicate_keys, read_sheet
 
-OUTCOMES = ("as_corrected", "different", "lost", "dropped", "still_asked")
+OUTCOMES = ("as_corrected", "different", "reworded", "lost", "dropped", "still_asked")
 Z95 = 1.959963984540054
 # The issue's targets: (result key, comparison, threshold).
 TARGETS = {
@@ -57,7 +60,10 @@ def classify(row: ReviewRow, built: Built | None, rules: AnswerRules) -> tuple[s
     if built is None:
         return "lost", False
     kind = rules.match(built.answer, row.expected, row.key.question_type)
-    return ("as_corrected", kind == "trimmed") if kind else ("different", False)
+    if kind:
+        return "as_corrected", kind == "trimmed"
+    # The expected answer is the flawed wording itself: another answer may be the fix or a new error.
+    return ("reworded" if row.reworded_only else "different"), False
 
 
 def _rate(k: int, n: int) -> dict[str, Any]:
@@ -75,7 +81,8 @@ def score(rows: Iterable[ReviewRow], found: Mapping[Key, Built], rules: AnswerRu
     are needed); `type_rows`: the build's rows per question type (weights of the table estimate)."""
     rows = [r for r in rows if r.reviewed]
     by_type: dict[str, dict[str, int]] = {}
-    lists: dict[str, list[dict]] = {"still_asked": [], "different": [], "lost": [], "regressions": []}
+    lists: dict[str, list[dict]] = {"still_asked": [], "different": [], "reworded": [], "lost": [],
+                                    "regressions": []}
     for r in rows:
         built = found.get(r.key)
         outcome, trimmed = classify(r, built, rules)
@@ -86,6 +93,8 @@ def score(rows: Iterable[ReviewRow], found: Mapping[Key, Built], rules: AnswerRu
         c["right_at_review"] += r.right_at_review
         if outcome in ("still_asked", "different", "lost"):
             lists[outcome].append(_entry(r, built))
+        elif outcome == "reworded":
+            lists[outcome].append({**_entry(r, built), "note": r.note})
         if outcome == "different" and r.verdict == "correct":
             lists["regressions"].append(_entry(r, built))
 
@@ -96,8 +105,8 @@ def score(rows: Iterable[ReviewRow], found: Mapping[Key, Built], rules: AnswerRu
         for k, v in c.items():
             total[k] += v
 
-    expected_asked = total["as_corrected"] + total["different"]
-    expected = expected_asked + total["lost"]
+    expected_asked = total["as_corrected"] + total["different"]  # reworded rows: neither right nor wrong
+    expected = expected_asked + total["reworded"] + total["lost"]
     drops = total["dropped"] + total["still_asked"]
     rated = {t: v["rate"]["rate"] for t, v in types.items() if v["rate"]["rate"] is not None}
     lowest = min(rated, key=lambda t: (rated[t], t)) if rated else None
@@ -234,13 +243,14 @@ def format_table(result: Mapping[str, Any]) -> str:
     lines = [f"review sheet: {result.get('sheet', '?')}: {result['reviewed']} reviewed rows "
              f"({result['expected_rows']} with an expected answer, {result['drop_rows']} to drop"
              + (f"; {result['unreviewed']} not reviewed yet, skipped" if result.get("unreviewed") else "") + ")", ""]
-    head = (f"{'type':<12}{'reviewed':>9}{'as corrected':>13}{'(trimmed)':>10}{'different':>10}{'lost':>6}"
-            f"{'dropped':>8}{'still asked':>12}   {'answered right [95% CI]':<26}{'at review [95% CI]':<26}{'rows':>8}")
+    head = (f"{'type':<12}{'reviewed':>9}{'as corrected':>13}{'(trimmed)':>10}{'different':>10}{'reworded':>9}"
+            f"{'lost':>6}{'dropped':>8}{'still asked':>12}   {'answered right [95% CI]':<26}{'at review [95% CI]':<26}"
+            f"{'rows':>8}")
     lines.append(head)
     for name, t in [*result["by_type"].items(), ("all", result["total"])]:
         lines.append(f"{name:<12}{t['reviewed']:>9}{t['as_corrected']:>13}{t['trimmed']:>10}{t['different']:>10}"
-                     f"{t['lost']:>6}{t['dropped']:>8}{t['still_asked']:>12}   {_rate_cell(t['rate']):<26}"
-                     f"{_rate_cell(t['at_review']):<26}{t['table_rows']:>8,}")
+                     f"{t['reworded']:>9}{t['lost']:>6}{t['dropped']:>8}{t['still_asked']:>12}   "
+                     f"{_rate_cell(t['rate']):<26}{_rate_cell(t['at_review']):<26}{t['table_rows']:>8,}")
     est = result["table_estimate"]
     lines += ["", f"whole table (per-type rates weighted by this build's rows per type, {est['rows_covered']:,} of "
               f"{est['rows_total']:,} rows): {_pct(est['rate'])} answered right (at review: {_pct(est['at_review'])})"]
@@ -252,23 +262,26 @@ def format_table(result: Mapping[str, Any]) -> str:
         met = "–" if h["met"] is None else ("met" if h["met"] else "NOT MET")
         lines.append(f"  {what:<52}{_pct(h['rate']):>7} ({h['k']}/{h['n']})  target {h['target']:<7} {met}")
     titles = {"still_asked": "drop rows still asked", "different": "expected rows answered differently",
+              "reworded": "awkward rows (corrected answer = the flawed one) answered otherwise: "
+                          "wording fixed or content broken? check by hand",
               "lost": "expected rows no longer asked (lost)",
               "regressions": "regressions: reviewed correct, now answered differently"}
     for name, title in titles.items():
         entries = result["lists"][name]
         lines += ["", f"{title}: {len(entries)}"]
-        lines += [f"  {_entry_line(e)}" for e in entries]
+        lines += [f"  {_entry_line(e, 'reviewed' if name == 'reworded' else 'expected')}" for e in entries]
     for where, dups in result["duplicates"].items():
         if dups:
             lines += ["", f"duplicate keys in the {where}: " + "; ".join("/".join(d) for d in dups)]
     return "\n".join(lines)
 
 
-def _entry_line(e: Mapping[str, Any]) -> str:
+def _entry_line(e: Mapping[str, Any], expected: str = "expected") -> str:
     subject = (e["subject"] or "-") + (f"/{e['side']}" if e["side"] else "")
     built = "(not asked)" if e["built"] is None else repr(e["built"])
     return (f"{e['report_id']} {e['question_type']} {subject}: {e['question']!r} -> built {built}; "
-            f"expected {e['expected']!r} [{e['verdict']}{', ' + e['category'] if e['category'] else ''}]")
+            f"{expected} {e['expected']!r} [{e['verdict']}{', ' + e['category'] if e['category'] else ''}]"
+            + (f" note: {e['note']}" if e.get("note") else ""))
 
 
 def card_section(block: Mapping[str, Any]) -> str:
@@ -276,11 +289,11 @@ def card_section(block: Mapping[str, Any]) -> str:
     s, c = block["score"], block["counts"]
     rows = []
     for name, t in [*s["by_type"].items(), ("all", s["total"])]:
-        rows.append([name, t["reviewed"], f"{t['as_corrected']} ({t['trimmed']})", t["different"], t["lost"],
-                     t["dropped"], t["still_asked"], _rate_cell(t["rate"]), _rate_cell(t["at_review"]),
+        rows.append([name, t["reviewed"], f"{t['as_corrected']} ({t['trimmed']})", t["different"], t["reworded"],
+                     t["lost"], t["dropped"], t["still_asked"], _rate_cell(t["rate"]), _rate_cell(t["at_review"]),
                      f"{t['table_rows']:,}"])
-    header = ["question type", "reviewed", "as corrected (trimmed)", "different", "lost", "dropped", "still asked",
-              "answered right [95 % CI]", "at review", "rows"]
+    header = ["question type", "reviewed", "as corrected (trimmed)", "different", "reworded", "lost", "dropped",
+              "still asked", "answered right [95 % CI]", "at review", "rows"]
     table = "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
                        *("| " + " | ".join(str(v) for v in r) + " |" for r in rows)])
     est = s["table_estimate"]
@@ -290,7 +303,8 @@ def card_section(block: Mapping[str, Any]) -> str:
         "## Measured answer accuracy", "",
         f"Review sheet `{block['file']}` (sha256 `{block['sha256'][:12]}…`), scored on this build's pairs "
         "*before* the sheet's verdicts were applied. Answered right = as corrected / (as corrected + different "
-        "+ still asked); trimmed = region answers that match only as a shortened version of the expected one.", "",
+        "+ still asked); trimmed = region answers that match only as a shortened version of the expected one; "
+        "reworded = awkward rows whose corrected answer repeats the flawed one, answered otherwise (not rated).", "",
         table, "",
         f"Whole-table estimate (per-type rates weighted by each type's rows, {est['rows_covered']:,} of "
         f"{est['rows_total']:,} rows): {_pct(est['rate'])} answered right (at review: {_pct(est['at_review'])})."

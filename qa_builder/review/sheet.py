@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .keys import Key, KeyReader
+from .keys import Key, KeyReader, normalise
 
 REVIEW_COLUMNS = ("report_id", "granularity", "question_type", "concept", "question", "answer", "verdict",
                   "corrected_answer", "category", "note")
@@ -49,6 +49,12 @@ class ReviewRow:
     @property
     def expected(self) -> str | None:
         return None if self.drop else (self.corrected or self.answer)
+
+    @property
+    def reworded_only(self) -> bool:
+        """An awkward row whose expected answer is its own answer (corrected_answer repeats it or is
+        empty): the content was right, the wording bad, and the sheet does not say the better wording."""
+        return self.verdict == "awkward" and not self.drop and normalise(self.expected) == normalise(self.answer)
 
     @property
     def right_at_review(self) -> bool:
