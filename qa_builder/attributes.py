@@ -195,11 +195,10 @@ def _side_before(s: _Sentence, mod: Modifier, t: int) -> bool:
     while first > 0 and mod.start - first < 3 and lower[first - 1] != _COMMA_ID \
             and lower[first - 1] not in _CLAUSE_BREAK_IDS and s.finding_at[first - 1] < 0:
         first -= 1
-    for u in range(first, t):
-        if groups_at[u] and "laterality" in groups_at[u] and not (groups_at[u + 1] and "laterality" in groups_at[u + 1]
-                                                                  and u + 1 == t):
-            return True
-    return False
+    run = t  # the side phrase t belongs to ("left-sided") starts here
+    while run > first and groups_at[run - 1] and "laterality" in groups_at[run - 1]:
+        run -= 1
+    return any(groups_at[u] and "laterality" in groups_at[u] for u in range(first, run))
 
 
 def _place(s: _Sentence, t: int) -> frozenset[str] | None:

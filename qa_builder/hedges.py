@@ -38,6 +38,7 @@ _NEGATION_PHRASE = frozenset(map(hash_string, ("the", "a", "an", "any", "focal",
                                               "lung", "parenchymal", "airspace", "air", "space", "pleural",
                                               "suspicious", "typical", "bony", "osseous", "significantly")))
 _FINDING = "finding"
+_XXXX = hash_string("xxxx")
 
 
 class Hedges:
@@ -169,6 +170,12 @@ class Hedges:
 
     # -- a sentence about the previous one ("This may be artifact.") -------------------------------
 
+    def opens_with_anaphora(self, lower: list[int]) -> bool:
+        first = 0
+        while first < len(lower) and lower[first] == _XXXX:
+            first += 1
+        return any(tuple(lower[first:first + len(a)]) == a for a in self._anaphora)
+
     def explains_previous(self, doc: Doc, lower: list[int]) -> tuple[str, str] | None:
         """(hedged | definite, cause) when the sentence opens with "This/These ..." and explains it."""
         first = 0
@@ -210,11 +217,18 @@ def apply_report_context(sentences: Sequence[Mapping], mentions: list[dict], exp
         if found is None or i == 0:
             continue
         prev = sentences[i - 1]["sentence_id"]
+        if found[0] == "change":  # "This is increased since the previous study."
+            for m in mentions:
+                if m["sentence_id"] == prev and m["certainty"] != "negative" and m["change"] in (None, "unchanged"):
+                    m["change"] = found[1]
+            continue
         for m in mentions:
             if m["sentence_id"] == prev and explain(m, found[0], found[1], explainable):
                 changed.append(m)
     changed += [m for m in mentions if m.get("explanation")]
     for src in changed:
+        if src["laterality"] is None and src["location"] is None:
+            continue  # an unplaced shadow cannot be told from another one
         for m in mentions:
             if m is not src and m["concept"] == src["concept"] and m["laterality"] == src["laterality"] \
                     and m["location"] == src["location"] and m.get("explanation") is None \

@@ -92,6 +92,7 @@ class Mention:
     differential: bool = False      # one alternative of a differential ("atelectasis versus scarring")
     qualifier: str | None = None    # restricting word of a negation ("no large consolidation")
     explanation: str | None = None  # benign cause it is put down to ("subpleural fat", "artifact")
+    probable: bool = False          # asserted with a guess ("probably", "likely"): QA says "possibly"
 
 
 @dataclass(slots=True)
@@ -176,7 +177,7 @@ class MentionExtractor:
                  "severity": m.severity, "descriptor": m.descriptor, "size": m.size, "change": m.change,
                  "temporality": m.temporality, "chexpert": concepts[m.concept].chexpert,
                  "chestxray14": concepts[m.concept].chestxray14, "differential": m.differential,
-                 "qualifier": m.qualifier, "explanation": m.explanation}
+                 "qualifier": m.qualifier, "explanation": m.explanation, "probable": m.probable}
                 for m in self._extract(sentence)
             )
             self.cache_misses += 1
@@ -203,15 +204,22 @@ class MentionExtractor:
         return mentions
 
     def explains(self, sentence: str) -> tuple[str, str] | None:
-        """(hedged | definite, cause) when the sentence explains the one before it ("This may be
-        artifact."), else None; cached."""
+        """What a sentence opening "This/These ..." says about the one before it: (hedged | definite,
+        cause) when it explains it away ("This may be artifact."), ("change", value) when it only
+        compares it ("This is increased since the previous study."), else None; cached."""
         if sentence in self._explains:
             return self._explains[sentence]
         found = None
         words = sentence.lstrip().split(None, 1)
         if words and words[0].lower().strip(".,") in _ANAPHORA_FIRST or "xxxx" in sentence[:6].lower():
             doc = self.nlp.make_doc(sentence)
-            found = self.hedges.explains_previous(doc, doc.to_array(LOWER).tolist())
+            lower = doc.to_array(LOWER).tolist()
+            found = self.hedges.explains_previous(doc, lower)
+            if found is None and self.hedges.opens_with_anaphora(lower) and not self.extract(sentence):
+                changes = [self.nlp.vocab.strings[mid].split("\t")[1] for mid, _, _ in self.modifier_matcher(doc)
+                           if self.nlp.vocab.strings[mid].startswith("change\t")]
+                if len(set(changes)) == 1:
+                    found = ("change", changes[0])
         if len(self._explains) < 100_000:
             self._explains[sentence] = found
         return found
@@ -266,6 +274,10 @@ class MentionExtractor:
             )
             if i in flags["historical"]:
                 mention.temporality = "historical"
+            if mention.certainty == self.config.probable_as and (
+                    i in flags["probable"] or not _IN_SPAN_PROBABLE.isdisjoint({t.lower_ for t in ent})) \
+                    and i not in flags["lean"] and mention.certainty != "negative":
+                mention.probable = True
             if mention.certainty == "positive" and ent.text.lower() in self.lexicon.concepts[ent.label_].suggestive:
                 mention.certainty = "uncertain"  # "wedging" suggests a fracture without naming one
             if mention.change == "resolved":
@@ -311,7 +323,7 @@ class MentionExtractor:
             return "negative"
         if i in flags["uncertainty"] or not _IN_SPAN_HEDGES.isdisjoint(words):
             return "uncertain"
-        if i in flags["probable"] or not _IN_SPAN_PROBABLE.isdisjoint(words):
+        if i in flags["probable"] or i in flags["lean"] or not _IN_SPAN_PROBABLE.isdisjoint(words):
             return self.config.probable_as
         return "positive"
 

@@ -75,7 +75,7 @@ def parse_report(raw: RawReport, extractor: MentionExtractor) -> tuple[dict, lis
                        "sentence_id": sentence_id}
                 row.update(base)
                 mentions.append(row)
-    if mentions and (any(explains) or any(m["explanation"] for m in mentions)):
+    if mentions and (any(explains) or any(m["explanation"] for m in mentions)):  # rare: most reports skip this
         apply_report_context(sentences, mentions, explains, extractor.lexicon)
     return report, sentences, mentions
 

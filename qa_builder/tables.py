@@ -25,6 +25,7 @@ FINDINGS_SCHEMA = pa.schema([
     ("descriptor", pa.string()), ("size", pa.string()), ("change", pa.string()),
     ("temporality", pa.string()), ("chexpert", pa.string()), ("chestxray14", pa.string()),
     ("differential", pa.bool_()), ("qualifier", pa.string()), ("explanation", pa.string()),
+    ("probable", pa.bool_()),
 ])
 LABELS_SCHEMA = pa.schema([
     ("report_id", pa.string()), ("scheme", pa.string()), ("label", pa.string()), ("value", pa.int8()),

@@ -116,3 +116,16 @@ def test_severity_questions_read_naturally_per_concept():
     q = {r["concept"]: r["question"] for r in rows if r["question_type"] == "severity"}
     assert q["tortuous_aorta"] in ("How tortuous is the aorta?", "What is the degree of aortic tortuosity?")
     assert q["pleural_effusion"] in ("How large is the pleural effusion?", "What is the size of the pleural effusion?")
+
+
+def test_a_sentence_that_only_compares_updates_the_one_before():
+    rows = qa("Ill-defined opacity is again noted in the region of the lingula. This is increased since the "
+              "previous study.")
+    assert answers(rows, "change", "lung_opacity") == ["increased"]
+
+
+def test_side_phrases_and_sizes():
+    rows = qa("Bibasilar atelectasis and small left-sided pleural effusion. Mass measuring 2.1 x 2 cm, 2.1 cm.")
+    assert answers(rows, "severity", "pleural_effusion") == ["small"]
+    assert not asked(rows, "severity", "atelectasis")
+    assert answers(rows, "size", "lung_mass") == ["2.1 x 2 cm"]

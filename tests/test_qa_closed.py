@@ -106,3 +106,32 @@ def test_one_statement_one_question():
     assert not asked(rows, "presence", "enlarged_cardiac_silhouette")
     _, _, mentions = parse("Heart size is normal.")
     assert {m["concept"] for m in mentions} == {"cardiomegaly", "enlarged_cardiac_silhouette"}  # labels keep both
+
+
+def test_a_guess_is_possibly_while_consistent_with_reads_as_a_diagnosis():
+    """'probable X' keeps the IU label (present) but QA says possibly; 'consistent with X' is a yes."""
+    _, _, mentions = parse("Probable mild cardiomegaly.")
+    assert [(m["concept"], m["certainty"], m["probable"]) for m in mentions] == [("cardiomegaly", "positive", True)]
+    assert answers(qa("Probable mild cardiomegaly."), "presence", "cardiomegaly") == ["possibly"]
+    assert answers(qa("Bandlike opacities in the right base consistent with atelectasis."), "presence",
+                   "atelectasis") == ["yes"]
+    # the guess is the atelectasis, not the airspace disease before it
+    rows = qa("Patchy airspace disease in the left base, probably mostly atelectasis.")
+    assert answers(rows, "presence", "lung_opacity") == ["yes"]
+    assert answers(rows, "presence", "atelectasis") == ["possibly"]
+
+
+def test_midline_findings_have_no_side_questions():
+    rows = qa("Degenerative changes of the right shoulder. Degenerative changes of the thoracic spine. "
+              "The heart is mildly enlarged.")
+    assert not asked(rows, "verify", "degenerative_spine") and not asked(rows, "choose", "degenerative_spine")
+    assert not asked(rows, "verify", "cardiomegaly")
+    assert answers(rows, "choose", "degenerative_joint") == ["right"]  # the shoulder's change is a joint's
+
+
+def test_removal_of_a_device_negates_the_device_only():
+    rows = qa("There has been interval removal of right chest tube with increased elevation of the right "
+              "hemidiaphragm and right basilar atelectasis.")
+    assert answers(rows, "presence", "atelectasis") == ["yes"]
+    assert answers(rows, "presence", "elevated_hemidiaphragm") == ["yes"]
+    assert answers(rows, "change", "chest_tube") == ["removed"]

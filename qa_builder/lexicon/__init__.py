@@ -15,7 +15,7 @@ from qa_builder.yamlio import YAMLError, load_yaml
 
 LEXICON_DIR = Path(__file__).resolve().parent
 LEXICON_FILES = ("findings.yaml", "modifiers.yaml", "context.yaml")
-CONTEXT_KINDS = ("negation", "uncertainty", "probable", "historical")
+CONTEXT_KINDS = ("negation", "uncertainty", "lean", "probable", "historical")
 TERMSET_KEYS = ("preceding", "following", "pseudo", "termination")
 
 CHEXPERT_LABELS = (

@@ -27,7 +27,7 @@ _WORDS = re.compile(r"[a-z]+")
 
 
 def _stem(word: str) -> str:
-    return word[:5]  # "calcified" / "calcification", "degenerative" / "degeneration"
+    return word[:4]  # "calcified" / "calcification", "spine" / "spinal", "aorta" / "aortic"
 
 
 # A device has a place and a history, not a severity, a type or a size (a tip distance is not a size).
@@ -49,6 +49,12 @@ def _given(qtype: str, item: str, flt: tuple) -> bool:
         return True
     words = _WORDS.findall(item.lower())
     return bool(words) and all(_stem(w) in stems for w in words)
+
+
+def _dims(size: str) -> frozenset:
+    """A size's numbers with its unit ("2.1 x 2 cm" -> {2.1 cm, 2 cm})."""
+    *nums, unit = size.replace(" x ", " ").split()
+    return frozenset(f"{n} {unit}" for n in nums)
 
 
 def _items(values) -> list[str]:
@@ -149,7 +155,10 @@ class AttributeQuestions:
                         idx.append(i)
                         values += kept
             if idx:
-                answer = self.and_.join([str(vocab.get(v, v)) for v in _items(values)])
+                items = _items(values)
+                if attr == "size" and len(items) > 1:  # "2.1 x 2 cm", not also "2.1 cm"
+                    items = [x for x in items if not any(y != x and _dims(x) < _dims(y) for y in items)]
+                answer = self.and_.join([str(vocab.get(v, v)) for v in items])
                 add(qtype, self._hedge(answer, hedged), idx)
 
     def _plan_change(self, add, ms: Sequence[Mapping], idx: list[int], hedged: bool, flt: tuple) -> None:
@@ -180,6 +189,9 @@ class AttributeQuestions:
                     by_loc.setdefault(x, set()).update(s)
             else:
                 lat_only.update(s)
+        # a place another of the answer's places names more precisely goes: "cervical spine", not "... and spine"
+        for loc in [x for x in by_loc if any(y != x and y.endswith(" " + x) for y in by_loc)]:
+            del by_loc[loc]
         phrases: list[str] = []
         covered: set[str] = set()
         for loc, s in by_loc.items():

@@ -5,8 +5,8 @@
 * Per concept, positive beats uncertain beats negative. A mention whose change is 'resolved'
   (positive or negative wording) counts as an explicit negative now, and answers the change question.
 * QA answers never claim more certainty than the report: one alternative of a differential
-  ("atelectasis versus scarring", findings `differential`) counts as uncertain, whatever its label
-  convention, and a qualified negation ("no large consolidation", findings `qualifier`) counts as no
+  ("atelectasis versus scarring", findings `differential`) and a guess ("probable cardiomegaly",
+  findings `probable`) count as uncertain, whatever the label convention, and a qualified negation ("no large consolidation", findings `qualifier`) counts as no
   statement at all: no plain "no" rests on it.
 * scheme 'chexpert' / 'chestxray14' keeps per-concept pairs for concepts whose mentions carry a label
   of that scheme; 'all' keeps every concept. The abnormality list always uses every concept.
@@ -29,7 +29,7 @@ from .vocab import ConceptInfo
 
 # What a concept's fine pairs read of a mention besides its evidence fields (see _plan).
 MENTION_KEYS = ("certainty", "laterality", "location", "severity", "descriptor", "size", "change", "differential",
-                "qualifier")
+                "qualifier", "probable")
 _MENTION_VALUES = itemgetter(*MENTION_KEYS)
 
 
@@ -256,8 +256,8 @@ class FineQuestions:
         lateral = attrs = False
         for i, m in enumerate(ms):
             cert = m["certainty"]
-            if cert == "positive" and m.get("differential"):
-                cert = "uncertain"  # one of two alternatives
+            if cert == "positive" and (m.get("differential") or m.get("probable")):
+                cert = "uncertain"  # one of two alternatives, or a guess ("probably", "likely")
             elif cert == "negative" and m.get("qualifier") is not None:
                 continue  # "no large consolidation" says nothing about a small one
             lat = m.get("laterality")
@@ -290,7 +290,11 @@ class FineQuestions:
 
         specs: list[tuple] = []
 
+        skip = flt[3]  # question types this concept is never asked (concepts.yaml no_questions, devices)
+
         def add(qtype: str, answer: str, idx: list[int], qkey: str | None = None) -> None:
+            if qtype in skip:
+                return
             gran, atype = QUESTION_TYPES[qtype]
             specs.append((gran, qtype, qkey or qtype, answer, atype, sel(idx)))
 
@@ -298,7 +302,7 @@ class FineQuestions:
         if scheme_flags is None or any(scheme_flags):  # else the scheme keeps no pairs of this concept
             self._plan_closed(add, ms, pos, unc, neg, neg_cover, lateral)
             self._plan_attribute_pairs(add, ms, pos, unc, resolved, attrs, flt)
-            if self._verify and lateral:
+            if self._verify and lateral and "verify" not in skip:
                 one_side = self._one_side(ms, pos, unc, neg)
         return (sel(neg) if neg else (), abn_kind, abn_sel, tuple(specs), all([spec[5] is None for spec in specs]),
                 one_side)
