@@ -57,9 +57,12 @@ _ABSORB_REACH = 3  # unknown words a modifier may skip on its way to the noun th
 _PHRASE_END_IDS = frozenset(map(hash_string, (
     "on", "in", "at", "of", "to", "for", "from", "by", "as", "within", "over", "overlying", "is", "are", "was",
     "were", "be", "been", "has", "have", "seen", "noted", "with", "without", "no", "not", "versus", "vs")))
-# Anatomy nouns that can stand in a coordinated place ("bilateral lung and perihilar granulomas")
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh",
+             "twelfth", "1st", "2nd", "3rd", *(f"{n}th" for n in range(4, 13)), *(str(n) for n in range(1, 13)))
+# Anatomy nouns (and rib / vertebra numbers) that can stand in a coordinated place ("bilateral lung and
+# perihilar granulomas", "right 10th and left 9th rib fractures")
 _ANATOMY_NOUN_IDS = frozenset(map(hash_string, ("lung", "lungs", "lobe", "lobes", "zone", "zones", "field", "fields",
-                                                "region", "regions", "segment", "segments")))
+                                                "region", "regions", "segment", "segments", *_ORDINALS)))
 # A place a device or finding sits in before "with": "right chest XXXX with catheter tip at the SVC"
 _PLACE_IDS = _ANATOMY_NOUN_IDS | frozenset(map(hash_string, ("chest", "hemithorax", "xxxx", "the")))
 # "catheter with the tip at the cavoatrial junction": the tip's place is the device's

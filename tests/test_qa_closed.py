@@ -135,3 +135,10 @@ def test_removal_of_a_device_negates_the_device_only():
     assert answers(rows, "presence", "atelectasis") == ["yes"]
     assert answers(rows, "presence", "elevated_hemidiaphragm") == ["yes"]
     assert answers(rows, "change", "chest_tube") == ["removed"]
+
+
+def test_no_wrong_side_no_when_the_sentence_names_that_side():
+    """The parser may miss a coordinated side; a 'no' for it would then be wrong."""
+    rows = qa("Healed right 10th and left 9th posterolateral rib fractures.")
+    assert "right: no" not in answers(rows, "verify", "fracture")
+    assert sorted(answers(rows, "verify", "fracture")) == ["left: yes", "right: yes"]

@@ -19,6 +19,7 @@ mentions once and replays the resulting plan (see _fine).
 
 from __future__ import annotations
 
+import re
 from operator import itemgetter
 from typing import Mapping, Sequence
 
@@ -35,6 +36,17 @@ _MENTION_VALUES = itemgetter(*MENTION_KEYS)
 
 _VERIFY = QUESTION_TYPES["verify"][0], "verify", "verify"  # (granularity, type, question key)
 _VERIFY_TYPE = QUESTION_TYPES["verify"][1]
+
+
+_SIDE_WORDS = {"left": re.compile(r"\b(?:left|bilateral\w*|both|bi\w+)\b", re.IGNORECASE),
+               "right": re.compile(r"\b(?:right|bilateral\w*|both|bi\w+)\b", re.IGNORECASE)}
+
+
+def _names_side(ms: Sequence[Mapping], side: str) -> bool:
+    """Some sentence of the mentions names `side` (or both): the parser may have missed that it is this
+    finding's, so the wrong-side 'no' is not asked ("Healed right 10th and left 9th rib fractures")."""
+    pattern = _SIDE_WORDS[side]
+    return any(pattern.search(m["sentence"]) for m in ms)
 
 
 def _region_sides(groups: Mapping[ConceptQA, list]) -> dict[str, set[str]]:
@@ -182,7 +194,7 @@ class FineQuestions:
                 if region_sides is None:
                     region_sides = _region_sides(groups)
                 other = "right" if one_side == "left" else "left"
-                if other not in region_sides.get(cq.region, ()):
+                if other not in region_sides.get(cq.region, ()) and not _names_side(ms, other):
                     specs = specs + ((*_VERIFY, self.no, _VERIFY_TYPE, abn_sel, other),)
                     one_ev = one_ev and abn_sel is None
             if not specs:
