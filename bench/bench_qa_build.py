@@ -2,6 +2,7 @@
 
     python bench/bench_qa_build.py --reports 20000            # embedded sample, replicated
     python bench/bench_qa_build.py --reports 20000 --source ../shared/data/iu/dev_reports.csv
+    python bench/bench_qa_build.py --reports 20000 --code /tmp/old   # another checkout (git worktree), same venv
 
 Each setting runs `qa-build` as a subprocess on a CSV of N reports made by repeating the source with
 fresh ids. Repeated text makes the per-sentence cache very effective, so the table also shows the
@@ -44,9 +45,13 @@ def make_input(source: Path, n: int, dest: Path) -> None:
             w.writerow(row)
 
 
-def run(csv_path: Path, out: Path, workers: int, cache: int) -> dict:
-    cmd = [str(Path(sys.executable).parent / "qa-build"), str(csv_path), str(out), "--workers", str(workers),
-           "--quiet", "--sentence-cache", str(cache)]
+def run(csv_path: Path, out: Path, workers: int, cache: int, code: Path | None = None) -> dict:
+    if code is None:
+        cmd = [str(Path(sys.executable).parent / "qa-build")]
+    else:  # the qa_builder of another checkout, ahead of this one on sys.path (A/B in the same venv)
+        cmd = [sys.executable, "-c", f"import sys; sys.argv[0] = 'qa-build'; sys.path.insert(0, {str(code)!r}); "
+               "from qa_builder.cli import build_main; build_main()"]
+    cmd += [str(csv_path), str(out), "--workers", str(workers), "--quiet", "--sentence-cache", str(cache)]
     start = time.perf_counter()
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = 0
@@ -70,6 +75,8 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=SAMPLE)
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     ap.add_argument("--no-uncached", action="store_true", help="skip the cache-off runs")
+    ap.add_argument("--code", type=Path, default=None,
+                    help="run the qa_builder of this checkout instead (e.g. a git worktree of an older commit)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs per setting; the fastest is shown (shared machines are noisy)")
     args = ap.parse_args()
@@ -80,7 +87,8 @@ def main() -> None:
         print(f"{'workers':>7} {'cache':>8} {'wall s':>8} {'reports/s':>10} {'peak RSS MiB':>13} {'QA pairs/s':>11} {'cache hits':>11}")
         for workers in (int(w) for w in args.workers.split(",")):
             for cache in ((100_000,) if args.no_uncached else (100_000, 0)):
-                runs = [run(data, Path(tmp) / f"out-{workers}-{cache}", workers, cache) for _ in range(args.repeat)]
+                runs = [run(data, Path(tmp) / f"out-{workers}-{cache}", workers, cache, args.code)
+                        for _ in range(args.repeat)]
                 r = min(runs, key=lambda x: x["wall"])
                 r["peak_mb"] = max(x["peak_mb"] for x in runs)
                 n = r["rows"]["reports"] + r["rows"]["rejects"]

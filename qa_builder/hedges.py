@@ -59,11 +59,13 @@ class Hedges:
         for label, phrases in (("cause", h.causes), ("hedged", h.hedged), ("definite", h.definite)):
             if phrases:
                 self._matcher.add(label, [make(p) for p in phrases])
-        self._cue_starts = frozenset(make(p)[0].lower for p in (*h.hedged, *h.definite) if p)
+        # an explanation needs a cause: sentences without a cause's first word skip the matcher
+        self._cause_starts = frozenset(make(p)[0].lower for p in h.causes if p)
         self._anaphora = [tuple(t.lower for t in make(a)) for a in h.anaphora]
         self._anaphora_starts = frozenset(a[0] for a in self._anaphora)
         self._restricting = frozenset(map(hash_string, h.restricting))
         self._alternatives = {(c.name, t) for c in lexicon.concepts.values() for t in c.alternatives}
+        self._alternative_concepts = frozenset(c for c, _ in self._alternatives)
         self._strings = nlp.vocab.strings
 
     # -- one sentence ------------------------------------------------------------------------------
@@ -71,11 +73,11 @@ class Hedges:
     def apply(self, doc: Doc, lower: list[int], ents: Sequence[Span], mentions: Sequence, modifier_tokens: set[int]) -> None:
         """Set differential / explanation / qualifier on `mentions` (parallel to `ents`), in place."""
         for ent, m in zip(ents, mentions):
-            if (m.concept, ent.text.lower()) in self._alternatives:
+            if m.concept in self._alternative_concepts and (m.concept, ent.text.lower()) in self._alternatives:
                 m.differential = True
         if len(ents) > 1:
             self._differentials(lower, ents, mentions, modifier_tokens)
-        if self._explainable and not self._cue_starts.isdisjoint(lower):
+        if self._explainable and not self._cause_starts.isdisjoint(lower):
             found = self._explanation(doc, lower, 0)
             if found is not None:
                 kind, cause, at = found

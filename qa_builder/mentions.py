@@ -68,6 +68,7 @@ _IN_SPAN_NEGATORS = frozenset({"not", "no"})
 # Hedges that predicate filler can swallow ("the heart may be mildly enlarged").
 _IN_SPAN_HEDGES = frozenset({"may", "might", "could", "possibly"})
 _IN_SPAN_PROBABLE = frozenset({"likely", "probably"})
+_IN_SPAN_PROBABLE_IDS = frozenset(map(hash_string, _IN_SPAN_PROBABLE))
 _NONE: frozenset[int] = frozenset()  # no entity flagged (the context engine was skipped)
 MASS_MIN_MM = 30.0  # radiological convention: a nodule of 3 cm or more is a mass
 _IGNORE = "_ignore"  # matcher label of findings.yaml `ignore` phrases
@@ -274,9 +275,9 @@ class MentionExtractor:
             )
             if i in flags["historical"]:
                 mention.temporality = "historical"
-            if mention.certainty == self.config.probable_as and (
-                    i in flags["probable"] or not _IN_SPAN_PROBABLE.isdisjoint({t.lower_ for t in ent})) \
-                    and i not in flags["lean"] and mention.certainty != "negative":
+            if mention.certainty == self.config.probable_as and mention.certainty != "negative" and (
+                    i in flags["probable"] or not _IN_SPAN_PROBABLE_IDS.isdisjoint(lower[ent.start:ent.end])) \
+                    and i not in flags["lean"]:
                 mention.probable = True
             if mention.certainty == "positive" and ent.text.lower() in self.lexicon.concepts[ent.label_].suggestive:
                 mention.certainty = "uncertain"  # "wedging" suggests a fracture without naming one

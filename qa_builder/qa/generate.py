@@ -53,6 +53,9 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
 
         self.concepts, region_keywords = load_concepts(config.concepts_file)
         self.same_fact = load_same_fact(config.concepts_file)  # concept -> (group, rank), see _asked_once
+        self._fact_groups = [[c for c, _ in sorted(((c, gr[1]) for c, gr in self.same_fact.items() if gr[0] == g),
+                                                  key=lambda x: x[1])]
+                             for g in sorted({gr[0] for gr in self.same_fact.values()})]
         tpl = load_templates(config.language, tuple(config.extra_templates))
         self.templates = tpl
         questions = tpl.get("questions") or {}
@@ -149,7 +152,6 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         # (mention id, region) per sentence id (middle); current FINDINGS / IMPRESSION mentions per
         # concept, concepts in order of first mention (fine).
         cqs = self._cq
-        skip = self._asked_once(mentions) if self.same_fact else None
         f_ids: list = []
         i_ids: list = []
         by_sid: dict[Any, list[tuple[Any, str, Mapping]]] = {}  # sentence id -> (mention id, region, mention)
@@ -169,7 +171,7 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
                     by_sid[sid].append((mid, cq.region, m))
                 else:
                     by_sid[sid] = [(mid, cq.region, m)]
-                if sec in EVIDENCE_SECTIONS and m.get("temporality") != "historical" and not (skip and mid in skip):
+                if sec in EVIDENCE_SECTIONS and m.get("temporality") != "historical":
                     if cq in groups:
                         groups[cq].append(m)
                     else:
@@ -191,8 +193,7 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
                         by_sid[sid].append((m["mention_id"], cq.region, m))
                     else:
                         by_sid[sid] = [(m["mention_id"], cq.region, m)]
-                if want_fine and m["section"] in EVIDENCE_SECTIONS and m.get("temporality") != "historical" \
-                        and not (skip and m["mention_id"] in skip):
+                if want_fine and m["section"] in EVIDENCE_SECTIONS and m.get("temporality") != "historical":
                     if cq in groups:
                         groups[cq].append(m)
                     else:
@@ -209,34 +210,32 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         if want_middle:
             self._middle(head, sentences, by_sid, out)
         if groups:
+            if self._fact_groups and len(groups) > 1:
+                self._asked_once(groups)
             self._fine(head, groups, out, vkeys)
         cap = self.config.max_pairs_per_report
         if cap is not None and len(out) > cap:
             out = self._cap(base, rid, out, vkeys, cap)
         return out
 
-    def _asked_once(self, mentions: Sequence[Mapping]) -> set | None:
-        """Mention ids whose fact another concept of its same_fact group already asks: of the concepts
-        one statement (same sentence and span) gives, only the first of the group gets fine pairs."""
-        same_fact = self.same_fact
-        best: dict[tuple, tuple[int, Any]] = {}
-        skip = None
-        for m in mentions:
-            gr = same_fact.get(m["concept"])
-            if gr is None:
+    def _asked_once(self, groups: dict) -> None:
+        """Of the concepts one statement (same sentence and span) gives, only the first of their
+        same_fact group keeps those mentions for fine pairs ("Heart size is normal." asks cardiomegaly,
+        not also an enlarged cardiac silhouette). Edits `groups` (concept -> its mentions) in place."""
+        cqs = self._cq
+        for group in self._fact_groups:
+            present = [cq for cq in map(cqs.get, group) if cq is not None and cq in groups]
+            if len(present) < 2:
                 continue
-            key = (m["sentence_id"], m.get("start"), m.get("end"), gr[0])
-            prev = best.get(key)
-            if prev is None:
-                best[key] = (gr[1], m["mention_id"])
-                continue
-            skip = skip or set()
-            if gr[1] < prev[0]:
-                skip.add(prev[1])
-                best[key] = (gr[1], m["mention_id"])
-            else:
-                skip.add(m["mention_id"])
-        return skip
+            said: set = set()
+            for cq in present:  # in rank order
+                ms = groups[cq]
+                kept = [m for m in ms if (m["sentence_id"], m.get("start"), m.get("end")) not in said]
+                said.update((m["sentence_id"], m.get("start"), m.get("end")) for m in ms)
+                if not kept:
+                    del groups[cq]
+                elif len(kept) < len(ms):
+                    groups[cq] = kept
 
     def _ensure_sfx(self, n: int) -> None:
         # a new tuple, never grown in place: a generator may be shared between threads
