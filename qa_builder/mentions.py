@@ -169,8 +169,14 @@ class MentionExtractor:
     def extract_rows(self, sentence: str) -> tuple[dict, ...]:
         """findings.parquet fields of each mention that depend on the sentence alone, cached with it.
         Callers copy a row before adding report fields (the cached dicts are shared)."""
-        rows = self._row_cache.get(sentence)
-        if rows is None:
+        return self.extract_sentence(sentence)[0]
+
+    def extract_sentence(self, sentence: str) -> tuple[tuple[dict, ...], tuple | None]:
+        """(extract_rows, report context) of a sentence, cached together. The context is None for
+        almost every sentence; else (explains(sentence), whether a row has an explanation): what
+        hedges.apply_report_context needs."""
+        hit = self._row_cache.get(sentence)
+        if hit is None:
             concepts = self.lexicon.concepts
             rows = tuple(
                 {"sentence": sentence, "start": m.start, "end": m.end, "text": m.text, "concept": m.concept,
@@ -181,14 +187,17 @@ class MentionExtractor:
                  "qualifier": m.qualifier, "explanation": m.explanation, "probable": m.probable}
                 for m in self._extract(sentence)
             )
+            explains = self.explains(sentence)
+            explained = any(r["explanation"] for r in rows)
+            hit = (rows, (explains, explained) if explains or explained else None)
             self.cache_misses += 1
             if self.config.cache_size:
-                self._row_cache[sentence] = rows
+                self._row_cache[sentence] = hit
                 if len(self._row_cache) > self.config.cache_size:
                     self._row_cache.pop(next(iter(self._row_cache)))
         else:
             self.cache_hits += 1
-        return rows
+        return hit
 
     def extract(self, sentence: str) -> tuple[Mention, ...]:
         cached = self._cache.get(sentence)

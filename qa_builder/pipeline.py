@@ -64,18 +64,23 @@ def parse_report(raw: RawReport, extractor: MentionExtractor) -> tuple[dict, lis
               **sections, "source": raw.source, **raw.extra}
     sentences: list[dict] = []
     mentions: list[dict] = []
-    explains: list = []  # per sentence: does it explain the one before ("This may be artifact.")?
+    context = None  # (sentence id, its context) of the rare sentences report-level rules read
     for section in EVIDENCE_SECTIONS:
         for sentence in split_sentences(sections[section]):
             sentence_id = len(sentences)
             sentences.append({"sentence_id": sentence_id, "section": section, "sentence": sentence})
-            explains.append(extractor.explains(sentence))
-            for base in extractor.extract_rows(sentence):
+            rows, ctx = extractor.extract_sentence(sentence)
+            if ctx is not None:
+                context = (context or []) + [(sentence_id, ctx)]
+            for base in rows:
                 row = {"report_id": raw.report_id, "mention_id": len(mentions), "section": section,
                        "sentence_id": sentence_id}
                 row.update(base)
                 mentions.append(row)
-    if mentions and (any(explains) or any(m["explanation"] for m in mentions)):  # rare: most reports skip this
+    if context and mentions:  # an explanation ("This may be artifact.") or an anaphoric change
+        explains = [None] * len(sentences)
+        for sentence_id, (found, _) in context:
+            explains[sentence_id] = found
         apply_report_context(sentences, mentions, explains, extractor.lexicon)
     return report, sentences, mentions
 

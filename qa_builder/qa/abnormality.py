@@ -22,7 +22,8 @@ class AbnormalityList:
                      vkeys: dict) -> None:
         """Fill the abnormality placeholder at out[slot], or drop it and renumber the rows after it."""
         rid, subject, split, base = head
-        if self.same_fact and len(found) + len(hedged) > 1:
+        if self.same_fact and len(found) + len(hedged) > 1 and (
+                any([cq.cid in self.same_fact for cq in found]) or any([cq.cid in self.same_fact for cq in hedged])):
             found, hedged = self._once_per_fact(found, hedged)
         answer = None
         if hedged and not self.hedge:

@@ -75,7 +75,8 @@ class ConceptQA:
     concept): display data, the presence question entry and (filled on first use, see
     FineQuestions._concept_entry) the entries of its other questions."""
 
-    __slots__ = ("cid", "info", "region", "is_finding", "sort_key", "name", "presence", "entries", "answer_filter")
+    __slots__ = ("cid", "info", "region", "is_finding", "sort_key", "name", "presence", "entries", "answer_filter",
+                 "plans1", "plans")
     # presence: (paraphrases, key hash, their number, concept id, region), or None without presence pairs
 
     def __init__(self, gen, cid: str, info: ConceptInfo) -> None:
@@ -87,7 +88,9 @@ class ConceptQA:
         self.name = info.name
         self.presence = (*gen._q_entry("presence", cid, info), cid, info.region) if "presence" in gen.types else None
         self.entries: dict[str, tuple] = {}
-        self.answer_filter = answer_filter(info.name, info.kind, info.implied, info.skip)  # part of the plan key
+        self.answer_filter = answer_filter(info.name, info.kind, info.implied, info.skip)
+        # plan caches shared by the concepts with this answer filter (see FineQuestions._fine)
+        self.plans1, self.plans = gen._plan_caches.setdefault(self.answer_filter, ({}, {}))
 
 
 class FineQuestions:
@@ -95,10 +98,9 @@ class FineQuestions:
 
     def _init_fine(self) -> None:
         self._cq: dict[str, ConceptQA] = {}  # concept id -> its fine-pair constants
-        # _plan by the values of a concept's one mention / by the tuple of its mentions' values
-        # (with scheme labels: (values, per-mention has-a-label flags))
-        self._plans1: dict[tuple, tuple] = {}
-        self._plans: dict[tuple, tuple] = {}
+        # per answer filter: _plan by the values of a concept's one mention / by the tuple of its
+        # mentions' values (with scheme labels: (values, per-mention has-a-label flags))
+        self._plan_caches: dict[tuple, tuple[dict, dict]] = {}
 
     def _concept_qa(self, cid: str) -> ConceptQA:
         cq = self._cq[cid] = ConceptQA(self, cid, self.concepts.get(cid) or self.concept(cid))
@@ -120,7 +122,6 @@ class FineQuestions:
         sfx = self._sfx
         presence = self._presence
         no = self.no
-        plans1, plans = self._plans1, self._plans
 
         # The abnormality pair comes first but depends on every concept: its row position is held
         # by a placeholder while the concepts are walked once (_abnormality fills or drops it).
@@ -170,10 +171,12 @@ class FineQuestions:
                 key = _MENTION_VALUES(ms[0]) if single else tuple(map(_MENTION_VALUES, ms))
             except KeyError:  # a mention without some optional field: read it as None, like .get
                 key = _mention_values(ms[0]) if single else tuple([_mention_values(m) for m in ms])
-            flags = tuple([m.get(scheme) is not None for m in ms]) if by_scheme else None
+            flags = None
             values = key
-            key = (key, flags, cq.answer_filter)
-            cache = plans1 if single else plans
+            if by_scheme:
+                flags = tuple([m.get(scheme) is not None for m in ms])
+                key = (key, flags)
+            cache = cq.plans1 if single else cq.plans
             plan = cache.get(key)
             if plan is None:
                 plan = self._plan(ms, flags, cq.answer_filter)

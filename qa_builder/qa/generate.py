@@ -224,7 +224,11 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         not also an enlarged cardiac silhouette). Edits `groups` (concept -> its mentions) in place."""
         cqs = self._cq
         for group in self._fact_groups:
-            present = [cq for cq in map(cqs.get, group) if cq is not None and cq in groups]
+            present = []
+            for cid in group:
+                cq = cqs.get(cid)
+                if cq is not None and cq in groups:
+                    present.append(cq)
             if len(present) < 2:
                 continue
             said: set = set()

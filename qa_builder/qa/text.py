@@ -30,7 +30,12 @@ def deidentified(text: str | None, policy: str, token: str) -> str | None:
     """`text` with its placeholders replaced by `token` (policy 'token') or their clauses left out
     ('drop'); None when nothing is left."""
     # plain substring tests first: most text has no placeholder, and they cost far less than the regex
-    if not text or not ("XX" in text or "xx" in text or "__" in text or "[**" in text) or not PLACEHOLDER.search(text):
+    if not text or not ("XX" in text or "xx" in text or "__" in text or "[**" in text):
+        return text
+    if policy == "token" and token == "___" and not ("XX" in text or "xx" in text or "[**" in text) \
+            and "____" not in text:
+        return text  # MIMIC's own "___" already is the token
+    if not PLACEHOLDER.search(text):
         return text
     if policy == "token":
         return _PLACEHOLDER_RUN.sub(token, text)
