@@ -219,6 +219,25 @@ def review_sample(
                + (f", {html}" if html is not None else ""))
 
 
+@review_app.command("diff")
+def review_diff(
+    old: Path = typer.Argument(..., help="a qa-build output folder (before a rule change)"),
+    new: Path = typer.Argument(..., help="a qa-build output folder of the same reports (after)"),
+    n: int = typer.Option(10, "--n", help="examples of each kind of change"),
+    seed: int = typer.Option(0, help="seed of the example choice"),
+    question_type: Optional[str] = typer.Option(None, "--type", help="only this question type"),
+    sentences: int = typer.Option(20, help="changed sentences to print"),
+) -> None:
+    """What changed between two builds: pairs by review key, mentions by sentence."""
+    from qa_builder.review.diff import diff_builds, format_diff
+    from qa_builder.review.sheet import ReviewError
+
+    try:
+        typer.echo(format_diff(diff_builds(old, new, n, seed, question_type), sentences))
+    except ReviewError as exc:
+        _fail(str(exc))
+
+
 def build_main() -> None:
     build_app(prog_name="qa-build")
 

@@ -503,3 +503,26 @@ def test_iu_review_sheet_parses_to_keys(reader):
     verify = [r for r in rows if r.key.question_type == "verify"]
     assert len(verify) == 25 and all(r.key.side in ("left", "right") for r in verify)
     assert len({r.key for r in rows}) == 255
+
+
+def test_review_diff_lists_what_a_rule_change_changed(tmp_path):
+    """`qa-review diff OLD NEW`: nothing for a build against itself; parser options show up as the pairs
+    and the sentences they change (a 3.5 cm nodule stays a nodule; 'likely X' turns uncertain)."""
+    from qa_builder.mentions import ParserConfig
+    from qa_builder.pipeline import BuildConfig, build
+    from qa_builder.review.diff import diff_builds, format_diff
+
+    src = tmp_path / "reports.csv"
+    src.write_text("report_id,findings,impression\n"
+                   "a,Heart size is normal. Right basilar opacity likely atelectasis.,No effusion.\n"
+                   "b,A 3.5 cm nodule in the left lower lobe.,Likely small left pleural effusion.\n", encoding="utf-8")
+    build(src, tmp_path / "old", BuildConfig(workers=1, progress=False))
+    build(src, tmp_path / "new", BuildConfig(workers=1, progress=False, parser=ParserConfig(
+        probable_as="uncertain", nodule_to_mass_by_size=False)))
+    same = diff_builds(tmp_path / "old", tmp_path / "old")
+    assert same["counts"] == {} and same["sentences_changed"] == 0
+    changed = diff_builds(tmp_path / "old", tmp_path / "new")
+    assert changed["sentences_changed"] == 3
+    assert changed["counts"]["presence"]["removed"] == 1 and changed["counts"]["presence"]["added"] == 1
+    text = format_diff(changed)
+    assert "b presence lung_mass: 'yes' -> None" in text and "b presence lung_nodule: None -> 'yes'" in text
