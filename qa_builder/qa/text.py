@@ -16,7 +16,7 @@ import re
 from typing import Sequence
 
 PLACEHOLDER = re.compile(r"\[\*\*[^\]]*\*\*\]|\b[Xx]{2,}\b|_{2,}")
-_PLACEHOLDER_RUN = re.compile(r"(?:(?:\[\*\*[^\]]*\*\*\]|\b[Xx]{2,}\b|_{2,})[\s,.-]*)*(?:\[\*\*[^\]]*\*\*\]|\b[Xx]{2,}\b|_{2,})")
+PLACEHOLDER_RUN = re.compile(r"(?:(?:\[\*\*[^\]]*\*\*\]|\b[Xx]{2,}\b|_{2,})[\s,.-]*)*(?:\[\*\*[^\]]*\*\*\]|\b[Xx]{2,}\b|_{2,})")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = re.compile(r"(?<=[,;:])\s+")
 _LEAD_CONNECTIVE = re.compile(
@@ -38,7 +38,7 @@ def deidentified(text: str | None, policy: str, token: str) -> str | None:
     if not PLACEHOLDER.search(text):
         return text
     if policy == "token":
-        return _PLACEHOLDER_RUN.sub(token, text)
+        return PLACEHOLDER_RUN.sub(token, text)
     sentences = []
     for sentence in _SENTENCE_END.split(text):
         clauses = [c for c in _CLAUSE.split(sentence) if not PLACEHOLDER.search(c)]

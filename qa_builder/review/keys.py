@@ -12,11 +12,10 @@ import re
 from functools import lru_cache
 from typing import Mapping, NamedTuple
 
-from qa_builder.qa.generate import QUESTION_TYPES
+from qa_builder.qa.config import QUESTION_TYPES, UNKEYED_TYPES  # UNKEYED: asked once per report
+from qa_builder.qa.text import PLACEHOLDER_RUN
 from qa_builder.qa.vocab import load_templates
 
-# Asked once per report: nothing but the type tells two of them apart.
-UNKEYED_TYPES = frozenset({"report", "impression", "abnormality"})
 REGION_TYPES = frozenset({"region"})
 # Everything else is asked per concept (presence, verify, choose, location, severity, ...).
 CONCEPT_TYPES = frozenset(QUESTION_TYPES) - UNKEYED_TYPES - REGION_TYPES
@@ -117,12 +116,11 @@ _DISCOURSE = re.compile(r"^(?:again|also|additionally|otherwise|specifically|how
 
 # Any run of de-identification placeholders (IU "XXXX", MIMIC "___", "[** **]") is one placeholder:
 # qa-build writes them as one token (QAConfig.placeholders), a sheet may hold the source's own.
-_PLACEHOLDERS = re.compile(r"(?:(?:\[\*\*[^\]]*\*\*\]|\bx{2,}\b|_{2,})[\s,.-]*)*(?:\[\*\*[^\]]*\*\*\]|\bx{2,}\b|_{2,})")
 
 
 def normalise(text: str | None) -> str:
     """Lower case, single spaces, no trailing period, placeholders as one token."""
-    return _TRAILING.sub("", _PLACEHOLDERS.sub("___", _norm_space(text or "")))
+    return _TRAILING.sub("", PLACEHOLDER_RUN.sub("___", _norm_space(text or "")))
 
 
 def _strip_discourse(text: str) -> str:
