@@ -37,7 +37,6 @@ _NEGATION_PHRASE = frozenset(map(hash_string, ("the", "a", "an", "any", "focal",
                                               "gross", "other", "residual", "radiographic", "clear", "pulmonary",
                                               "lung", "parenchymal", "airspace", "air", "space", "pleural",
                                               "suspicious", "typical", "bony", "osseous", "significantly")))
-_FINDING = "finding"
 _XXXX = hash_string("xxxx")
 
 

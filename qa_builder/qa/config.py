@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .splits import DEFAULT_FRACTIONS, check_fractions
+from .text import POLICIES as PLACEHOLDER_POLICIES
 
 GRANULARITIES: tuple[str, ...] = ("coarse", "middle", "fine")
 
@@ -97,8 +98,8 @@ class QAConfig:
             raise ValueError("max_pairs_per_report must be >= 1 or None")
         if self.uncertain_policy not in ("hedge", "skip"):
             raise ValueError(f"uncertain_policy must be 'hedge' or 'skip', got {self.uncertain_policy!r}")
-        if self.placeholders not in ("token", "drop"):
-            raise ValueError(f"placeholders must be 'token' or 'drop', got {self.placeholders!r}")
+        if self.placeholders not in PLACEHOLDER_POLICIES:
+            raise ValueError(f"placeholders must be one of {PLACEHOLDER_POLICIES}, got {self.placeholders!r}")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if not self.enabled_types():
