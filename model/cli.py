@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 
 def _overrides(a) -> dict:
     o = {}
     for key, attr in (("train.steps", "steps"), ("train.batch_size", "batch_size"), ("train.lr", "lr"),
-                      ("train.seed", "seed"), ("train.precision", "precision"), ("data.workers", "workers"),
+                      ("train.seed", "seed"), ("train.precision", "precision"), ("train.save_every", "save_every"),
+                      ("data.workers", "workers"),
                       ("data.tokenizer", "tokenizer")):
         v = getattr(a, attr, None)
         if v is not None:
@@ -72,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pretrain", help="pre-train QFT")
     _data_args(p)
     p.add_argument("--out", default=None, help="run folder: checkpoint/, train.log, metrics.csv (default runs/<config>)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    r = p.add_mutually_exclusive_group()
+    r.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint exactly; a damaged one falls back to the previous one kept "
+                        "(OUT/checkpoint.1, ...) with a warning; no usable checkpoint is an error (exit 2)")
+    r.add_argument("--resume-or-start", action="store_true",
+                   help="as --resume, but start from step 0 when there is no usable checkpoint")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="per process")
@@ -82,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", nargs="?", const="model", choices=["model", "blocks"], default=None,
                    help="torch.compile the whole step as one graph (model, the default) or each repeated "
                         "transformer block once (blocks: compiles in a fraction of the time)")
+    p.add_argument("--save-every", type=int, default=None, metavar="N",
+                   help="save a checkpoint every N steps (train.save_every; always one at the end); the last "
+                        "train.keep_checkpoints (default 2) are kept")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (resume continues the schedule)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -144,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .evaluate import wilson_interval
         from .train import pretrain
-        summary = pretrain(cfg, a.data, a.images, a.out or f"runs/{cfg.name}", cache=a.cache, resume=a.resume,
+        resume = "or-start" if a.resume_or_start else a.resume
+        summary = pretrain(cfg, a.data, a.images, a.out or f"runs/{cfg.name}", cache=a.cache, resume=resume,
                            device=a.device, stop_at=a.stop_at, progress=not a.no_progress)
         r = summary["retrieval"]
         if r:
@@ -165,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint: {summary['checkpoint']}")
         return 0
     except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
-        print(f"qft {a.cmd}: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun: once, not once per process
+            print(f"qft {a.cmd}: error: {e}", file=sys.stderr)
         return 2
 
 

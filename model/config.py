@@ -105,11 +105,15 @@ class TrainConfig:
     eval_every: int = 1000  # steps between retrieval evaluations (0: only at the end)
     eval_studies: int = 100  # held-out studies per retrieval evaluation (chance = 1 / this)
     save_every: int = 1000  # steps between checkpoints (always one at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept: OUT/checkpoint, OUT/checkpoint.1, ...; --resume falls back to
+    # an older one when the newest is damaged (each costs the weights + AdamW state on disk, ~3x the parameters)
     peak_tflops: float | None = None  # device bf16 peak for MFU; None: guessed from the device name
 
     def __post_init__(self):
         if self.compile_scope not in ("model", "blocks"):
             raise ValueError(f"train.compile_scope must be 'model' or 'blocks', not {self.compile_scope!r}")
+        if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 1:
+            raise ValueError(f"train.keep_checkpoints must be an integer >= 1, not {self.keep_checkpoints!r}")
 
 
 @dataclass

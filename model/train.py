@@ -2,8 +2,9 @@
 
 Single process (CPU or one GPU) without torch.distributed; ``torchrun --nproc_per_node N`` (DDP, NCCL on
 GPU / gloo on CPU) with no code change. bf16 autocast + TF32 + fused AdamW on GPU, optional torch.compile,
-cosine schedule with warm-up, gradient clipping, a NaN/Inf guard, atomic safetensors checkpoints and an
-exact ``--resume`` (data order, QA choice, augmentation and dropout are all seeded by (seed, step, rank)).
+cosine schedule with warm-up, gradient clipping, a NaN/Inf guard, atomic, verified safetensors checkpoints (the
+last ``keep_checkpoints`` kept) and an exact ``--resume`` (data order, QA choice, augmentation and dropout are all
+seeded by (seed, step, rank)) that falls back past a damaged checkpoint and cuts metrics.csv back to its step.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import torch.utils.flop_counter
 from tqdm import tqdm
 
 from .augment import augment
-from .checkpoint import find_checkpoint, load_checkpoint, load_config_from, save_checkpoint
+from .checkpoint import (CheckpointError, Found, find_checkpoint, load_checkpoint, load_config_from,
+                         save_checkpoint, slots)
 from .config import QFTConfig
 from .data.dataset import StepSampler, build_corpus, training_loader
 from .data.tables import holdout, load_label_sets
@@ -122,10 +124,64 @@ def mark_dynamic_lengths(batch: dict[str, torch.Tensor]) -> None:
             torch._dynamo.maybe_mark_dynamic(v, 1)
 
 
+def resume_point(ckpt_dir: Path, resume: bool | str, rank: int, world: int) -> Found:
+    """The checkpoint to resume from (rank 0 verifies, the others are told); one warning per damaged newer one.
+    No usable checkpoint: CheckpointError (--resume) or a warning and step 0 (--resume-or-start)."""
+    found = find_checkpoint(ckpt_dir) if rank == 0 else None
+    if world > 1 and dist.is_initialized():
+        box = [found]
+        dist.broadcast_object_list(box, src=0)
+        found = box[0]
+    if found.path is None:
+        why = "; ".join(found.problems) or f"{ckpt_dir}: not found"
+        if resume != "or-start":
+            raise CheckpointError(f"--resume: no usable checkpoint ({why}); --resume-or-start starts from step 0")
+        if rank == 0:
+            log.warning("--resume-or-start: no usable checkpoint (%s): starting from step 0", why)
+    elif rank == 0:
+        for problem in found.problems:
+            log.warning("--resume: %s; falling back to %s (step %d)", problem, found.path, found.state["step"])
+    return found
+
+
+def cut_metrics(path: Path, step: int) -> list[str] | None:
+    """Drop metrics.csv rows after ``step`` (an interrupted run's, which the resumed run logs again), so no step
+    appears twice; returns the file's own columns. Rewritten atomically."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return None
+    header, body = rows[0], rows[1:]
+
+    def keep(r: list[str]) -> bool:
+        try:
+            return int(r[header.index("step")]) <= step
+        except (ValueError, IndexError):  # a half-written last line of a killed run
+            return False
+    kept = [r for r in body if keep(r)]
+    if len(kept) < len(body):
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([header, *kept])
+        os.replace(tmp, path)
+        log.info("%s: cut back to step %d (%d rows of the interrupted run dropped)", path, step,
+                 len(body) - len(kept))
+    return header
+
+
 def pretrain(cfg: QFTConfig, data: str | Path, images: str | Path, out: str | Path, *, cache: str | Path | None = None,
-             resume: bool = False, device: str = "auto", stop_at: int | None = None, progress: bool = True) -> dict:
-    """Pre-train QFT; returns a summary (final step, last losses, retrieval accuracy, checkpoint path)."""
+             resume: bool | str = False, device: str = "auto", stop_at: int | None = None, progress: bool = True) -> dict:
+    """Pre-train QFT; returns a summary (final step, last losses, retrieval accuracy, checkpoint path).
+
+    ``resume``: False starts from step 0; True continues from the newest usable checkpoint in OUT (falling back
+    past damaged ones, with a warning each) and raises CheckpointError when there is none; "or-start" does the
+    same but starts from step 0 when there is none."""
+    if resume not in (False, True, "or-start"):
+        raise ValueError(f"resume must be False, True or 'or-start', not {resume!r}")
     out = Path(out)
+    if resume is True and not slots(out / "checkpoint"):  # refused before OUT or its train.log is created
+        raise CheckpointError(f"--resume: no usable checkpoint ({out / 'checkpoint'}: not found); "
+                              "--resume-or-start starts from step 0")
     out.mkdir(parents=True, exist_ok=True)
     started_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     rank, world, dev = setup_distributed(device)
@@ -144,9 +200,11 @@ def pretrain(cfg: QFTConfig, data: str | Path, images: str | Path, out: str | Pa
 def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop_at: int | None, progress: bool,
               rank: int, world: int, dev: torch.device) -> dict:
     ckpt_dir = out / "checkpoint"
-    ckpt = find_checkpoint(ckpt_dir) if resume else None
-    if resume and ckpt is None:
-        log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
+    found = resume_point(ckpt_dir, resume, rank, world) if resume else Found(None, None, [], [])
+    ckpt = found.path
+    if not resume and rank == 0 and slots(ckpt_dir):
+        log.warning("%s: a checkpoint is there and --resume was not given: starting from step 0; the first save "
+                    "replaces it", ckpt_dir)
     if ckpt is not None:  # the checkpoint's model/data config wins; the training schedule may be extended
         saved = load_config_from(ckpt)
         cfg = QFTConfig(cfg.name, saved.model, saved.data, cfg.train)
@@ -186,7 +244,7 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     opt = make_optimizer(model, tc, dev)
     start = 0
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model, opt)
+        state = load_checkpoint(ckpt, model, opt, verify=False)  # verified by resume_point
         start = state["step"]
         if state.get("world", 1) != world:
             log.warning("resuming a %d-process run on %d processes: data order differs from an uninterrupted run",
@@ -221,8 +279,7 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     if rank == 0:
         new = not metrics_path.exists() or start == 0
         if not new:  # resuming: keep the file's own columns (a run begun by an older version has fewer)
-            with open(metrics_path, newline="") as f:
-                fields = next(csv.reader(f), None) or fields
+            fields = cut_metrics(metrics_path, start) or fields
         mf = open(metrics_path, "w" if new else "a", newline="")
         writer = csv.DictWriter(mf, fieldnames=fields)
         if new:
@@ -231,7 +288,9 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
     if rank == 0:
         with contextlib.suppress(Exception):  # TensorBoard only if installed
             from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(str(out / "tb"))
+            # an event file cannot be cut in place: the new file starts with a purge marker, and TensorBoard
+            # hides every earlier event from step start + 1 on (all of them for a run begun from step 0)
+            tb = SummaryWriter(str(out / "tb"), purge_step=start + 1 if start else 0)
 
     def record(row: dict) -> None:
         if writer is None:
@@ -267,10 +326,17 @@ def _pretrain(cfg: QFTConfig, data, images, out: Path, cache, resume: bool, stop
         barrier()
         return r
 
+    pending = {"damaged": found.damaged, "replace": ckpt is None}  # for the first save only
+
     def checkpoint(step: int, last: dict) -> None:
         if rank == 0:
             save_checkpoint(ckpt_dir, model, opt, cfg, tok, {"step": step, "seed": tc.seed, "world": world,
-                                                             "metrics": last})
+                                                             "metrics": last},
+                            keep=tc.keep_checkpoints, **pending)
+            for p in pending["damaged"]:
+                log.warning("%s: unreadable, moved aside to %s.damaged", p, p.name)
+            pending.update(damaged=[], replace=False)
+            log.info("checkpoint saved: step %d -> %s", step, ckpt_dir)
         barrier()
 
     # ---- train --------------------------------------------------------------------------------------
