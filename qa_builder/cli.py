@@ -63,7 +63,7 @@ def _load_pyarrow_without_pandas() -> None:
 @build_app.command()
 def build(
     reports: Path = typer.Argument(..., help="CSV file, MIMIC-CXR files/ tree, Open-i XML folder or NLMCXR_reports.tgz"),
-    out: Path = typer.Argument(..., help="output folder (created; tables replaced atomically)"),
+    out: Path = typer.Argument(..., help="output folder (created; locked while written; all tables switch at once)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="force the input format: csv, mimic or openi"),
     id_column: Optional[str] = typer.Option(None, help="CSV id column (default: report_id, study_id, study, uid or id)"),
     workers: int = typer.Option(0, help="worker processes (0 = one per core)"),
@@ -98,6 +98,7 @@ def build(
     from qa_builder.pipeline import build as run_build
     from qa_builder.qa.generate import QAConfig
     from qa_builder.reports import InputError
+    from qa_builder.tables import OutputError
 
     _load_pyarrow_without_pandas()
     if fmt not in (None, "csv", "mimic", "openi"):
@@ -116,14 +117,21 @@ def build(
                       placeholder_token=placeholder_token)
         config = BuildConfig(workers=workers, batch_size=max(1, batch_size), parser=ParserConfig(probable_as=probable_as, cache_size=max(0, sentence_cache)),
                              qa=qa, progress=not quiet, overrides=str(overrides) if overrides else None)
-        manifest = run_build(reports, out, config, fmt=fmt, id_column=id_column, source=source)
-    except (InputError, LexiconError, ValueError) as exc:
+        finish = None
+        if gold is not None:  # measured on the staged tables, so accuracy.json switches in with them
+            def finish(folder: Path, manifest: dict) -> None:
+                _write_accuracy(folder, gold, gold_reports, manifest, qa, source, shown=out)
+        manifest = run_build(reports, out, config, fmt=fmt, id_column=id_column, source=source, finish=finish)
+    except (InputError, LexiconError, ValueError, OutputError) as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except OSError as exc:  # reading the input failed in a way the readers do not turn into rejects
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror
+              else (str(exc).splitlines() or [type(exc).__name__])[0])
     except KeyboardInterrupt:
         _fail("interrupted; OUT left unchanged", 130)
+    for note in manifest["run"].get("repaired", []):
+        typer.echo(f"qa-build: {note}", err=True)
     rows = manifest["rows"]
-    if gold is not None:
-        _write_accuracy(out, gold, gold_reports, manifest, config.qa, source)
     typer.echo(
         f"{rows['reports']:,} reports, {rows['rejects']:,} rejected, {rows['findings']:,} mentions, "
         f"{rows['qa']:,} QA pairs -> {out} ({manifest['run']['wall_seconds']:.1f} s)"
@@ -135,14 +143,16 @@ def build(
     gc.freeze()
 
 
-def _write_accuracy(out: Path, gold: Path, gold_reports: Optional[Path], manifest: dict, qa, source) -> None:
+def _write_accuracy(out: Path, gold: Path, gold_reports: Optional[Path], manifest: dict, qa, source,
+                    shown: Optional[Path] = None) -> None:
+    """accuracy.json and the data card with it, in `out` (the build's staged tables; errors name `shown`)."""
     from qa_builder.evaluate import EvalError, evaluate
     from qa_builder.pipeline import write_card
 
     try:
         result = evaluate(out, gold, gold_reports)
     except EvalError as exc:
-        _fail(str(exc))
+        _fail(str(exc).replace(str(out), str(shown)) if shown is not None else str(exc))
     (out / "accuracy.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     write_card(out, source or manifest["format"], Path(manifest["input"]), qa, manifest["rows"], accuracy=result,
                answer_accuracy=manifest.get("overrides"))

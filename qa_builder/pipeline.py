@@ -20,7 +20,7 @@ import time
 from collections import Counter, deque
 from itertools import chain
 from operator import itemgetter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -38,7 +38,7 @@ from qa_builder.review.overrides import Overrides, empty_tally, merge_tally
 from qa_builder.review.overrides import finish as finish_overrides
 from qa_builder.reports import RawReport, Reject, detect_format, iter_reports, passthrough_columns, report_sections
 from qa_builder.sentences import split_sentences
-from qa_builder.tables import SECTION_COLUMNS, TableWriters, table_schemas
+from qa_builder.tables import SECTION_COLUMNS, OutFolder, OutputError, TableWriters, output_error, table_schemas
 
 # Sections whose text is evidence; others (indication, history ...) are context only.
 EVIDENCE_SECTIONS = ("findings", "impression")
@@ -292,27 +292,54 @@ class _Progress:
 
 
 def build(reports: Path, out: Path, config: BuildConfig | None = None, fmt: str | None = None,
-          id_column: str | None = None, source: str | None = None) -> dict:
-    """Run the whole build; returns the manifest (also written to OUT/manifest.json)."""
+          id_column: str | None = None, source: str | None = None,
+          finish: Callable[[Path, dict], None] | None = None) -> dict:
+    """Run the whole build; returns the manifest (also written to OUT/manifest.json).
+
+    OUT is locked for the whole run and its files switch all at once (qa_builder.tables: OutFolder,
+    TableWriters.commit); `finish(folder, manifest)`, when given, runs last on the complete staged
+    tables (--gold writes accuracy.json there), so what it writes is part of the same switch.
+    Problems with OUT raise OutputError (one line)."""
     with _rare_gc():
-        return _build(reports, out, config or BuildConfig(), fmt, id_column, source)
+        out = Path(out)
+        folder = OutFolder(out)
+        try:
+            manifest = _build(reports, out, config or BuildConfig(), fmt, id_column, source, finish, folder)
+        except BaseException as exc:
+            folder.close(ok=False)
+            if isinstance(exc, OSError) and _about_out(exc, out):
+                raise output_error(out, exc) from exc
+            raise
+        folder.close(ok=True)
+        return manifest
+
+
+def _about_out(exc: OSError, out: Path) -> bool:
+    """Is this error about writing OUT (pyarrow's errors name no file) rather than reading the input?"""
+    if exc.filename is None:
+        return True
+    try:
+        return Path(os.path.abspath(exc.filename)).is_relative_to(os.path.abspath(out))
+    except (TypeError, ValueError):
+        return False
 
 
 def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_column: str | None,
-           source: str | None) -> dict:
+           source: str | None, finish: Callable[[Path, dict], None] | None, folder: OutFolder) -> dict:
     started = time.perf_counter()
-    reports, out = Path(reports), Path(out)
+    reports = Path(reports)
     # Read before anything is written: a bad sheet is a one-line error and leaves OUT untouched.
     overrides = Overrides(config.overrides, config.qa.language, config.qa.extra_templates) if config.overrides else None
     passthrough = passthrough_columns(reports, fmt, id_column)
-    out.mkdir(parents=True, exist_ok=True)
+    notes = folder.open()  # checks OUT, locks it, finishes a killed run's switch, removes stale staging
     schemas = table_schemas(passthrough)
     writers = TableWriters(out, schemas)
     workers = config.workers or os.cpu_count() or 1
     progress = _Progress(config.progress)
     done = rejected = 0
 
-    items = iter_reports(reports, fmt, id_column)
+    skipped: Counter = Counter()
+    items = iter_reports(reports, fmt, id_column, skipped)
     batches = _batches(items, config.batch_size)
 
     stats = {"cache_hits": 0, "cache_misses": 0, "reports_with_warnings": 0}
@@ -370,6 +397,8 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
             "rows": dict(writers.rows),
             # Kept rows with a problem worth knowing, e.g. bytes that were not UTF-8 (decoded with replacement).
             "reports_with_warnings": stats["reports_with_warnings"],
+            # Files of an input folder that were not read (hidden, another type), by reason.
+            "skipped_files": dict(sorted(skipped.items())),
         }
         if review is not None:
             manifest["overrides"] = review
@@ -377,8 +406,11 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
         # Wall time and worker count vary run to run, so they live apart from the deterministic tables.
         manifest["run"] = {"wall_seconds": round(time.perf_counter() - started, 3), "workers": workers,
                            "sentence_cache_hits": stats["cache_hits"], "sentences_parsed": stats["cache_misses"]}
-        writers.commit({"manifest.json": (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()})
-        return manifest
+        if notes:  # what the start of the run repaired in OUT (a killed run's switch, stale staging)
+            manifest["run"]["repaired"] = notes
+        if finish is not None:
+            finish(writers.stage, manifest)
+        return writers.commit(manifest)  # manifest.json (with every file's sha256) written last
     except BaseException:
         writers.abort()
         raise

@@ -9,14 +9,21 @@ archives are read as streams. `InputError` is raised (before the first record, w
 
 Policies, so that nothing is lost silently:
 * A blank CSV line is not a record (as in pandas); every other CSV record is one data row, and
-  ``source`` is ``path:N`` with N the 1-based data row number (so row N is pandas' ``iloc[N - 1]``).
+  ``source`` is ``path:N`` with N the 1-based line number of the record's first line in the file
+  (the header is line 1; a multi-line record is named by its first line).
+* A damaged CSV row never takes a following row with it: a quoted field left open is cut at the next
+  line that starts a row (rules above `_CsvSplitter`; README "Damaged rows, odd files and the
+  output folder"); the reject names the lines it spans.
 * Bytes that are not UTF-8 are decoded with U+FFFD replacement and the record is KEPT: a wrong
   byte (a cp1252 degree sign, say) should not cost a whole report. The record says so in
   ``RawReport.warnings`` ("not valid UTF-8 (decoded with replacement)").
 * Rejected, with the reason in `Reject.reason`: empty id, no findings/impression text, a NUL byte
-  (binary data), a report longer than MAX_REPORT_CHARS characters, a CSV row whose field count
-  differs from the header's or whose quoting is broken, a duplicate report_id (the first is kept;
-  the reason names where it was first seen), an unreadable file or archive member, malformed XML.
+  (binary data), a report file that is not plausible text (mostly control characters or
+  undecodable bytes), a report longer than MAX_REPORT_CHARS characters, a CSV row with too many or
+  too few fields, an unclosed quote or a stray quote, a duplicate report_id (the first is kept; the
+  reason names where it was first seen), an unreadable file or archive member, malformed XML.
+* Files in an input folder that are not read (hidden files and folders, files of another type)
+  are counted by reason in the `skipped` Counter that `iter_reports` is given (manifest.json).
 * CSV values: ids are stripped; section and text values are stripped and '' -> None; passthrough
   values are kept exactly as given except '' -> None.
 """
@@ -33,6 +40,9 @@ import sys
 import tarfile
 import xml.etree.ElementTree as ET
 import zlib
+from itertools import repeat
+from operator import contains
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -137,6 +147,19 @@ def _too_long(n_chars: int) -> str:
 _EMPTY_SECTIONS = "empty report (no findings/impression text)"
 _EMPTY_TEXT = "empty report (no text)"
 _NUL = "contains NUL bytes (binary data)"
+# Characters that plausible report text has few of: C0/C1 controls (not tab, newlines, form feed) and
+# U+FFFD (bytes no supported encoding decodes). Random binary decodes to ~60 % of them; a cp1252
+# report to well under 1 %.
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\ufffd]")
+
+
+def _not_text(text: str) -> str | None:
+    """Why `text` (a whole report file, decoded) is not plausible text, or None."""
+    bad = len(_NOT_TEXT.findall(text))
+    if bad >= 8 and bad * 5 > len(text):
+        return (f"not plausible text ({bad} of {len(text)} characters are control characters or "
+                "undecodable bytes: binary data?)")
+    return None
 
 
 def _dedupe(records: Iterable[RawReport | Reject]) -> Iterator[RawReport | Reject]:
@@ -387,6 +410,287 @@ def _csv_plan(path: Path, id_column: str | None) -> _CsvPlan:
 _MIMIC_STUDY_VALUE = re.compile(r"[sS]?(\d+)")
 
 
+# How records are told apart (README "Damaged rows, odd files and the output folder"):
+# * A record that the C csv module reads without a quoting error is taken as it reads it when it is
+#   one line, or when it spans lines (a quoted field with line breaks), has the header's width and
+#   none of its inner lines starts a row (below).
+# * Otherwise (a stray quote, a multi-line record of another width or with a row-like line inside,
+#   a quoted field that never closes) the record is read again line by line from its first line:
+#   while a quoted field is
+#   open, a line that closes it into a row of the header's width ends the row; otherwise a line
+#   that on its own STARTS A ROW cuts it there (the open row is rejected, "unclosed quote", and that
+#   line starts afresh). A line starts a row when its id column holds an id-like value (no spaces or
+#   quotes, at most 128 characters, the same pattern of letters, digits and punctuation as the ids
+#   read so far: 's5…' for 's50000001') or is empty, and the line either parses as a complete row of
+#   at least the header's width, or as one whose quoted field after the id is still open, or is
+#   exactly the header's width with a stray quote. Report prose does not look like that; a line
+#   that does not is kept in the open field.
+# * An open field still open after _OPEN_LIMIT characters is cut there ("unclosed quote").
+
+_EOF_IN_QUOTES = "unexpected end of data"
+_OPEN_LIMIT = 5 * MAX_REPORT_CHARS
+_BLOCK_CHARS = 1 << 16    # lines read (and parsed by the C reader) at a time
+_ID_MAX = 128
+_SHAPE_SAMPLE = 1000   # ids whose pattern is learnt (the first rows of the file)
+_SHAPE_MAX = 16        # more distinct patterns than this: ids are irregular, any id-like value goes
+_SHAPE_TABLE = str.maketrans({**{c: "a" for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"},
+                              **{c: "9" for c in "0123456789"}})
+_RUNS = re.compile(r"(.)\1+")
+_NOT_ID = re.compile(r'[\s"]')
+
+
+def _id_shape(value: str) -> str:
+    """'s50000001' -> 'a9', 'CXR12_IM-3' -> 'a9_a-9': letters and digits, runs collapsed."""
+    return _RUNS.sub(r"\1", value.translate(_SHAPE_TABLE))
+
+
+def _reject_id(row: list[str] | None, index: int) -> str | None:
+    """The id of a damaged row when it can be read: a printable value in the id column."""
+    if row is None or index >= len(row):
+        return None
+    value = row[index]
+    if not value.isascii():
+        fixed = [value]
+        _unescape_row(fixed)
+        value = fixed[0]
+    value = value.strip()
+    readable = value and len(value) <= 200 and value.isprintable() and "\ufffd" not in value
+    return value if readable else None
+
+
+class _CsvSplitter:
+    """Physical lines -> records: (first line, last line, fields, problem, has NUL). `problem` is
+    None for a well-formed record, else the reason (fields then hold what could be read, or None)."""
+
+    fast = True   # the C reader first (False: every line through the line-by-line rules; for tests)
+
+    def __init__(self, delimiter: str, n_columns: int, id_index: int):
+        self.delimiter, self.n_columns, self.id_index = delimiter, n_columns, id_index
+        self.shapes: set[str] = set()
+        self.sampled = 0
+
+    def parse(self, text: str) -> list[str]:
+        return next(csv.reader((text,), delimiter=self.delimiter, strict=True))
+
+    def lenient(self, line: str) -> list[str] | None:
+        try:
+            return next(csv.reader((line.rstrip("\r\n"),), delimiter=self.delimiter))
+        except (csv.Error, StopIteration):
+            return None
+
+    def learn(self, report_id: str) -> None:
+        """Note the pattern of an id read from a well-formed row."""
+        if self.sampled < _SHAPE_SAMPLE:
+            self.sampled += 1
+            if len(self.shapes) <= _SHAPE_MAX:
+                self.shapes.add(_id_shape(report_id))
+
+    def id_like(self, value: str) -> bool:
+        if len(value) > _ID_MAX or _NOT_ID.search(value):
+            return False
+        return not self.shapes or len(self.shapes) > _SHAPE_MAX or _id_shape(value) in self.shapes
+
+    def starts_row(self, line: str) -> bool:
+        """Does this line, read on its own, begin a new row? (see the rules above)"""
+        n, k = self.n_columns, self.id_index
+        body = line.rstrip("\r\n")
+        if body.count(self.delimiter) < k:
+            return False
+        complete = True
+        if '"' not in body:
+            row = body.split(self.delimiter)
+        else:
+            try:
+                row = self.parse(body)
+            except csv.Error as exc:
+                if _EOF_IN_QUOTES in str(exc):  # a row whose quoted field after the id stays open
+                    try:
+                        row = self.parse(body + '"')
+                    except csv.Error:
+                        return False
+                    if len(row) - 1 <= k or len(row) > n:
+                        return False
+                    complete = False
+                else:  # a row of the header's width with a stray quote
+                    row = self.lenient(body) or []
+                    if len(row) != n:
+                        return False
+        if complete and len(row) < n:
+            return False
+        value = row[k].strip()
+        if not value:
+            return complete and len(row) == n
+        return self.id_like(value)
+
+    def records(self, fh: io.TextIOWrapper, first_no: int, errors: list[str]):
+        """Records from the lines of fh (line `first_no` on). Fast path: the C `csv.reader` over a block
+        of lines; a record it reads without a quoting error is taken as read when it is one line, or
+        has the header's width and no inner line that could start a row (cheap filters first: a
+        quote, or a line with enough delimiters; then `starts_row`). From the first line of a record
+        where that fails (or whose quoted field is open at the end of the file or for more than
+        _OPEN_LIMIT characters), lines are read one at a time with the rules above until no quoted
+        field is open; then the fast path goes on. Read errors (truncated gzip, I/O) end the lines
+        and are put in `errors`."""
+        delimiter, parse, n_columns = self.delimiter, self.parse, self.n_columns
+        least = n_columns - 1
+        lines: list[str] = []
+        pos = 0                   # next unread index of `lines`
+        base = first_no           # line number of lines[0]
+        eof = False
+        nul_possible = False      # a NUL somewhere in `lines`
+
+        def more() -> bool:
+            nonlocal lines, pos, base, eof, nul_possible
+            if eof:
+                return False
+            try:
+                block = fh.readlines(_BLOCK_CHARS)
+            except (OSError, EOFError, zlib.error, UnicodeError) as exc:
+                errors.append(f"file is truncated or unreadable after line {base + len(lines) - 1} ({exc})")
+                block = []
+            if not block:
+                eof = True
+                return False
+            lines, base = lines[pos:] + block, base + pos
+            pos = 0
+            nul_possible = any(map(contains, lines, repeat("\x00")))
+            return True
+
+        while pos < len(lines) or more():
+            # ---- fast path
+            sub = lines[pos:] if pos else lines
+            reader = csv.reader(sub, delimiter=delimiter, strict=True)
+            check_nul = nul_possible
+            done = 0
+            slow = False
+            if not self.fast:  # (tests: the line-by-line rules alone must give the same records)
+                reader, slow = (), True
+            try:
+                for row in reader:
+                    end = reader.line_num
+                    if end - done == 1:
+                        if row:
+                            first = base + pos + done
+                            if check_nul and "\x00" in sub[done]:
+                                yield first, first, [v.replace("\x00", "") for v in row], None, True
+                            else:
+                                yield first, first, row, None, False
+                        done = end
+                        continue
+                    if len(row) != n_columns:
+                        slow = True
+                        break
+                    if end - done > 2:  # could an inner line start a row? (a quote, or enough delimiters)
+                        inner = sub[done + 1:end - 1]
+                        text = "".join(inner)
+                        if ('"' in text or text.count(delimiter) >= least
+                                and max(map(str.count, inner, repeat(delimiter))) >= least) \
+                                and any(self.starts_row(line.replace("\x00", "")) for line in inner
+                                        if '"' in line or line.count(delimiter) >= least):
+                            slow = True
+                            break
+                    first = base + pos + done
+                    if check_nul and any("\x00" in v for v in row):
+                        yield first, first + end - done - 1, [v.replace("\x00", "") for v in row], None, True
+                    else:
+                        yield first, first + end - done - 1, row, None, False
+                    done = end
+            except csv.Error as exc:  # a quoting error, or a quoted field still open at the end of the block
+                slow = True
+                if _EOF_IN_QUOTES in str(exc) and not eof and sum(map(len, sub[done:])) <= _OPEN_LIMIT:
+                    pos += done
+                    more()  # the record runs past the block: read on, and parse it again from its start
+                    continue
+            pos += done
+            if not slow:
+                continue
+            # ---- slow path: line by line from the first line of the record the fast path gave up on,
+            # until no quoted field is open
+            pending: list[str] | None = None   # lines of a row whose quoted field is open
+            start = size = 0
+            open_nul = False
+            no = base + pos - 1
+            while pos < len(lines) or more():
+                line = lines[pos]
+                no = base + pos
+                pos += 1
+                nul = "\x00" in line
+                if nul:
+                    line = line.replace("\x00", "")
+                if pending is not None:
+                    outcome = "open"
+                    if '"' in line:
+                        try:
+                            row = parse("".join(pending) + line)
+                            outcome = "row"
+                        except csv.Error as exc:
+                            if _EOF_IN_QUOTES not in str(exc):
+                                outcome, error = "error", exc
+                        if outcome == "row" and len(row) == n_columns:
+                            yield start, no, row, None, open_nul or nul
+                            break
+                    if self.starts_row(line):
+                        yield (start, no - 1, self.lenient(pending[0]), f"unclosed quote (line {no} starts a new row)",
+                               open_nul)
+                        pending = None  # and the line starts afresh, below
+                    elif outcome == "open":
+                        pending.append(line)
+                        open_nul |= nul
+                        size += len(line)
+                        if size > _OPEN_LIMIT:
+                            yield (start, no, self.lenient(pending[0]),
+                                   f"unclosed quote (still open after {_OPEN_LIMIT:,} characters)", open_nul)
+                            break
+                        continue
+                    elif outcome == "row":  # closed, but not the header's width: the caller says so
+                        yield start, no, row, None, open_nul or nul
+                        break
+                    else:
+                        yield start, no, self.lenient(pending[0]), _quote_problem(error), open_nul or nul
+                        break
+                if '"' not in line:
+                    body = line.rstrip("\r\n")
+                    if body or nul:
+                        yield no, no, body.split(delimiter), None, nul
+                    break
+                try:
+                    row = parse(line)
+                except csv.Error as exc:
+                    if _EOF_IN_QUOTES in str(exc):
+                        pending, start, size, open_nul = [line], no, len(line), nul
+                        continue
+                    yield no, no, self.lenient(line), _quote_problem(exc), nul
+                    break
+                yield no, no, row, None, nul
+                break
+            else:
+                if pending is not None:
+                    yield start, no, self.lenient(pending[0]), "unclosed quote (runs to the end of the file)", open_nul
+
+
+def _quote_problem(exc: csv.Error) -> str:
+    message = str(exc)
+    if "expected after" in message:
+        return f"stray quote ({message})"
+    return f"malformed CSV row ({message})"
+
+
+def _skip_header(fh: io.TextIOWrapper, delimiter: str) -> int:
+    """Read past the header record (validated by _csv_plan); returns its last line number."""
+    no, text = 0, ""
+    for no, line in enumerate(fh, 1):
+        if not text and not line.strip("\r\n"):
+            continue
+        text += line
+        try:
+            next(csv.reader((text,), delimiter=delimiter, strict=True))
+            return no
+        except csv.Error as exc:
+            if _EOF_IN_QUOTES not in str(exc):
+                return no
+    return no
+
+
 def _iter_csv(plan: _CsvPlan) -> Iterator[RawReport | Reject]:
     path = str(plan.path)
     n_columns = plan.n_columns
@@ -395,51 +699,39 @@ def _iter_csv(plan: _CsvPlan) -> Iterator[RawReport | Reject]:
     section_indices, passthrough = plan.section_indices, plan.passthrough
     empty_id = f"empty report_id (column {plan.id_name!r})"
     seen: dict[str, int] = {}
+    splitter = _CsvSplitter(plan.delimiter, n_columns, id_index)
+    learn = splitter.learn
+    errors: list[str] = []
     _raise_field_limit()
     with _open_csv(plan.path, plan.encoding) as fh:
-        reader = csv.reader(fh, delimiter=plan.delimiter, strict=True)
-        next(row for row in reader if row)  # header (validated by _csv_plan)
-        n = 0
-        while True:
-            first_line = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except (OSError, EOFError, zlib.error, UnicodeError) as exc:  # truncated gzip, I/O error
-                yield Reject(path, None, f"file is truncated or unreadable after data row {n} ({exc})")
-                break
-            except csv.Error as exc:  # broken quoting; the reader resumes on the next line
-                n += 1
-                yield Reject(f"{path}:{n}", None,
-                             f"malformed CSV row starting at line {first_line}: {exc} (unbalanced quotes?)")
-                continue
-            if not row:
-                continue  # blank line: not a record
-            n += 1
-            source = f"{path}:{n}"
-            if len(row) != n_columns:
-                rid = (row[id_index].strip() or None) if id_index < len(row) else None
-                yield Reject(source, rid, f"row has {len(row)} fields, header has {n_columns}")
+        header_end = _skip_header(fh, plan.delimiter)
+        for first, last, row, problem, nul in splitter.records(fh, header_end + 1, errors):
+            source = f"{path}:{first}"
+            span = f" (lines {first}-{last})" if last > first else ""  # a reject names the lines it spans
+            if problem is not None or nul or len(row) != n_columns:
+                if problem is None and not nul:
+                    many = "many" if len(row) > n_columns else "few"
+                    problem = f"too {many} fields ({len(row)}, header has {n_columns})"
+                elif nul:
+                    problem = _NUL
+                yield Reject(source, _reject_id(row, id_index), problem + span)
                 continue
             joined = "".join(row)
-            if "\x00" in joined:
-                yield Reject(source, row[id_index].strip() or None, _NUL)
-                continue
             warnings: tuple[str, ...] = ()
             if not joined.isascii() and _unescape_row(row):
                 warnings = (UTF8_WARNING,)
             report_id = row[id_index].strip()
             if not report_id:
-                yield Reject(source, None, empty_id)
+                yield Reject(source, None, empty_id + span)
                 continue
+            learn(report_id)
             if text_index is not None:
                 text = row[text_index]
                 if len(text) > MAX_REPORT_CHARS:
-                    yield Reject(source, report_id, _too_long(len(text)))
+                    yield Reject(source, report_id, _too_long(len(text)) + span)
                     continue
                 if not text or text.isspace():
-                    yield Reject(source, report_id, _EMPTY_TEXT)
+                    yield Reject(source, report_id, _EMPTY_TEXT + span)
                     continue
                 text = text.strip()
                 sections = {name: (row[k].strip() or None) for name, k in section_indices}
@@ -450,16 +742,17 @@ def _iter_csv(plan: _CsvPlan) -> Iterator[RawReport | Reject]:
                     sections["impression"] = row[last_paragraph_index].strip() or None
                 size = sum(len(v) for v in sections.values() if v)
                 if size > MAX_REPORT_CHARS:
-                    yield Reject(source, report_id, _too_long(size))
+                    yield Reject(source, report_id, _too_long(size) + span)
                     continue
                 if not sections.get("findings") and not sections.get("impression"):
-                    yield Reject(source, report_id, _EMPTY_SECTIONS)
+                    yield Reject(source, report_id, _EMPTY_SECTIONS + span)
                     continue
-            first = seen.get(report_id)
-            if first is not None:
-                yield Reject(source, report_id, f"duplicate report_id {report_id!r} (first seen at {path}:{first})")
+            first_seen = seen.get(report_id)
+            if first_seen is not None:
+                yield Reject(source, report_id,
+                             f"duplicate report_id {report_id!r} (first seen at {path}:{first_seen})" + span)
                 continue
-            seen[report_id] = n
+            seen[report_id] = first
             study_id = None
             if study_index is not None:
                 study_id = row[study_index].strip() or None
@@ -476,18 +769,20 @@ def _iter_csv(plan: _CsvPlan) -> Iterator[RawReport | Reject]:
                 extra={out: (row[k] if row[k] != "" else None) for k, out in passthrough},
                 warnings=warnings,
             )
+        for error in errors:
+            yield Reject(path, None, error)
 
 
 # --------------------------------------------------------------------------------------------
 # MIMIC-CXR files/ tree
 
-def _walk(root: str, suffix: str) -> Iterator[str | Reject]:
+def _walk(root: str, suffix: str, skipped: Counter | None = None) -> Iterator[str | Reject]:
     """Paths (str: pathlib costs more than reading a report) of files ending in `suffix` under
-    root, depth first, natural-sorted; hidden entries skipped; a Reject for an unreadable folder."""
+    root, depth first, natural-sorted; a Reject for an unreadable folder. Hidden entries and files
+    of another type are not read: counted in `skipped` by reason."""
     try:
         with os.scandir(root) as it:
-            entries = sorted(((_natural_key(e.name), e) for e in it if not e.name.startswith(".")),
-                             key=lambda pair: pair[0])
+            entries = sorted(((_natural_key(e.name), e) for e in it), key=lambda pair: pair[0])
     except OSError as exc:
         yield Reject(root, None, f"unreadable directory ({exc.strerror or exc})")
         return
@@ -496,10 +791,15 @@ def _walk(root: str, suffix: str) -> Iterator[str | Reject]:
             is_dir = entry.is_dir()
         except OSError:
             is_dir = False
-        if is_dir:
-            yield from _walk(entry.path, suffix)
+        if entry.name.startswith("."):
+            if skipped is not None:
+                skipped["hidden folder" if is_dir else "hidden file"] += 1
+        elif is_dir:
+            yield from _walk(entry.path, suffix, skipped)
         elif entry.name.lower().endswith(suffix):
             yield entry.path
+        elif skipped is not None:
+            skipped[f"not a {suffix} file"] += 1
 
 
 def _mimic_root(path: Path) -> str:
@@ -517,9 +817,15 @@ def _mimic_record(source: str) -> RawReport | Reject:
             data = fh.read()
     except OSError as exc:
         return Reject(source, report_id, f"unreadable file ({exc.strerror or exc})")
-    if b"\x00" in data:
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text, warnings = data.decode("utf-16", errors="replace"), ()
+    elif b"\x00" in data:
         return Reject(source, report_id, _NUL)
-    text, warnings = _decode(data)
+    else:
+        text, warnings = _decode(data)
+    problem = _not_text(text)
+    if problem is not None:
+        return Reject(source, report_id, problem)
     if not text.strip():
         return Reject(source, report_id, "empty report file")
     if len(text) > MAX_REPORT_CHARS:
@@ -612,14 +918,18 @@ def _is_report_member(member: tarfile.TarInfo) -> bool:
     return member.isfile() and base.lower().endswith(".xml") and not base.startswith(".")
 
 
-def _tar_names(path: Path) -> tuple[list[str], str | None]:
-    """Report member names in archive order, and the error that cut the listing short, if any."""
+def _tar_names(path: Path, skipped: Counter | None = None) -> tuple[list[str], str | None]:
+    """Report member names in archive order, and the error that cut the listing short, if any;
+    other files are counted in `skipped`."""
     names: list[str] = []
     try:
         with tarfile.open(path, "r|*") as archive:
             for member in archive:
                 if _is_report_member(member):
                     names.append(member.name)
+                elif skipped is not None and member.isfile():
+                    hidden = PurePosixPath(member.name).name.startswith(".")
+                    skipped["hidden file" if hidden else "not a .xml file"] += 1
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         if not names:
             raise _input_error(path, f"cannot read archive ({exc})") from None
@@ -697,23 +1007,24 @@ def _peeked(first: str | Reject, rest: Iterator[str | Reject]) -> Iterator[str |
 
 
 def iter_reports(
-    path: Path | str, fmt: str | None = None, id_column: str | None = None
+    path: Path | str, fmt: str | None = None, id_column: str | None = None, skipped: Counter | None = None
 ) -> Iterator[RawReport | Reject]:
     """One RawReport or Reject per input record, streamed in a deterministic order.
 
-    Raises InputError now (not on first iteration) when nothing usable was given."""
+    Raises InputError now (not on first iteration) when nothing usable was given. Files of an input
+    folder that are not read (hidden, another type) are counted in `skipped`, by reason."""
     path, fmt = _resolve(path, fmt, id_column)
     if fmt == "csv":
         return _iter_csv(_csv_plan(path, id_column))
     if fmt == "mimic":
-        files = _walk(_mimic_root(path), ".txt")
+        files = _walk(_mimic_root(path), ".txt", skipped)
         first = next(files, None)
         if first is None:
             raise _input_error(path, "no report files (*.txt) in this MIMIC-CXR tree")
         return _dedupe(f if isinstance(f, Reject) else _mimic_record(f) for f in _peeked(first, files))
     # openi
     if path.is_dir():
-        files = _walk(str(path), ".xml")
+        files = _walk(str(path), ".xml", skipped)
         first = next(files, None)
         if first is None:
             raise _input_error(path, "no Open-i XML reports (*.xml) in this directory")
@@ -722,7 +1033,7 @@ def iter_reports(
         return _dedupe(_openi_files([str(path)]))
     if not _is_tar(path):
         raise _input_error(path, "not an Open-i input (expected a folder of *.xml, an .xml file or a .tgz archive)")
-    names, error = _tar_names(path)
+    names, error = _tar_names(path, skipped)
     if not names:
         raise _input_error(path, "archive holds no Open-i XML reports (*.xml)")
     return _dedupe(_openi_archive(path, names, error))

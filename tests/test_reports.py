@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qa_builder.reports import _BLOCK_CHARS, _CsvSplitter  # noqa: I001  (the CSV reader's internals)
 from qa_builder.reports import (
     MAX_REPORT_CHARS,
     UTF8_WARNING,
@@ -58,7 +59,7 @@ def test_iu_csv_matches_pandas():
     rejects = [r for r in records if isinstance(r, Reject)]
     assert len(reports) == 1595
     assert {r.reason for r in rejects} == {"empty report (no findings/impression text)"}
-    assert [r.source for r in records] == [f"{IU_CSV}:{n}" for n in range(1, 1604)]
+    assert [r.source for r in records] == [f"{IU_CSV}:{n}" for n in range(2, 1605)]  # line numbers: header is 1
     assert passthrough_columns(IU_CSV) == ["MeSH", "Problems", "image"]
 
     df = pd.read_csv(IU_CSV, dtype=str, keep_default_na=False)
@@ -80,25 +81,25 @@ def test_iu_csv_matches_pandas():
 # ============================================================================= CSV: every kind of row
 
 MIXED = FIXTURES / "mixed_rows.csv"
-MIXED_EXPECTED = [  # (row, report_id, None if kept else reason)
-    (1, "r1", None),
-    (2, "r2", None),                               # multi-line quoted field; a blank line follows
-    (3, "r3", None),                               # empty impression -> None
-    (4, "r1", f"duplicate report_id 'r1' (first seen at {MIXED}:1)"),
-    (5, None, "empty report_id (column 'report_id')"),
-    (6, "r5", "empty report (no findings/impression text)"),
-    (7, "r6", "row has 5 fields, header has 4"),
-    (8, "r7", "row has 2 fields, header has 4"),
-    (9, "r8", "contains NUL bytes (binary data)"),
-    (10, "r9", None),                              # Latin-1 byte: kept, with a warning
-    (11, None, "malformed CSV row starting at line 14: ',' expected after '\"' (unbalanced quotes?)"),
-    (12, "r11", None),                             # padded values
+MIXED_EXPECTED = [  # (line, report_id, None if kept else reason)
+    (2, "r1", None),
+    (3, "r2", None),                               # multi-line quoted field (lines 3-4); a blank line follows
+    (6, "r3", None),                               # empty impression -> None
+    (7, "r1", f"duplicate report_id 'r1' (first seen at {MIXED}:2)"),
+    (8, None, "empty report_id (column 'report_id')"),
+    (9, "r5", "empty report (no findings/impression text)"),
+    (10, "r6", "too many fields (5, header has 4)"),
+    (11, "r7", "too few fields (2, header has 4)"),
+    (12, "r8", "contains NUL bytes (binary data)"),
+    (13, "r9", None),                              # Latin-1 byte: kept, with a warning
+    (14, "r10", "stray quote (',' expected after '\"')"),
+    (15, "r11", None),                             # padded values
 ]
 
 
 def test_mixed_rows_one_record_per_row():
     records = read_all(MIXED)
-    assert [r.source for r in records] == [f"{MIXED}:{n}" for n in range(1, 13)]
+    assert [r.source for r in records] == [f"{MIXED}:{line}" for line, _, _ in MIXED_EXPECTED]
     for rec, (row, rid, reason) in zip(records, MIXED_EXPECTED):
         assert rec.report_id == rid, row
         if reason is None:
@@ -143,11 +144,14 @@ def test_long_reports(tmp_path):
     assert rej.reason == f"report longer than {MAX_REPORT_CHARS} characters ({len(too_long)})"
 
 
-def test_unbalanced_quote_at_end_is_rejected_not_swallowed(tmp_path):
-    path = write_csv(tmp_path, 'id,findings\n1,Clear.\n2,"never closed\n3,Also swallowed.\n')
-    one, two = read_all(path)
-    assert isinstance(one, RawReport)
-    assert isinstance(two, Reject) and "unexpected end of data" in two.reason and "line 3" in two.reason
+def test_unbalanced_quote_is_cut_at_the_next_row(tmp_path):
+    path = write_csv(tmp_path, 'id,findings\n1,Clear.\n2,"never closed\n3,Not swallowed.\n4,"open at the end\n')
+    one, two, three, four = read_all(path)
+    assert isinstance(one, RawReport) and isinstance(three, RawReport) and three.source == f"{path}:4"
+    assert isinstance(two, Reject) and two.report_id == "2" and two.source == f"{path}:3"
+    assert two.reason == "unclosed quote (line 4 starts a new row)"
+    assert isinstance(four, Reject) and four.report_id == "4"
+    assert four.reason == "unclosed quote (runs to the end of the file)"
 
 
 field = st.one_of(
@@ -166,6 +170,7 @@ raw_line = st.one_of(
 @given(lines=st.lists(raw_line, max_size=12), bad_bytes=st.booleans())
 def test_fuzz_csv_every_record_accounted_for(tmp_path, lines, bad_bytes):
     import csv as _csv
+    import re
 
     body = "report_id,findings,impression\n" + "\n".join(lines) + "\n"
     data = body.encode("utf-8", "surrogatepass")
@@ -177,23 +182,31 @@ def test_fuzz_csv_every_record_accounted_for(tmp_path, lines, bad_bytes):
     except InputError as exc:
         assert "\n" not in str(exc)
         return
-    # one record per data row: the same count a plain csv pass sees (blank lines excluded)
-    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-        reader = _csv.reader(fh, strict=True)
-        expected = 0
-        next(row for row in reader if row)
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except _csv.Error:
-                expected += 1
-                continue
-            expected += bool(row)
-    assert [r.source for r in records] == [f"{path}:{n}" for n in range(1, expected + 1)]
+    # Every non-blank physical line after the header is covered by exactly one record: the record
+    # starting on it, or a multi-line record before it (a reject names its lines, a kept report holds
+    # a line break). Physical lines end at \r\n, \r or \n.
+    text = data.decode("utf-8", "surrogateescape")
+    physical = re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", text)
+    nonblank = [k for k, line in enumerate(physical, 1) if line.rstrip("\r\n") and k > 1]
+    starts = [int(r.source.rsplit(":", 1)[1]) for r in records]
+    assert starts == sorted(set(starts)) and set(starts) <= set(nonblank)
+    assert not nonblank or starts[0] == nonblank[0]
+    for k, r in enumerate(records):
+        end = starts[k + 1] if k + 1 < len(starts) else len(physical) + 1
+        inside = [n for n in nonblank if starts[k] < n < end]
+        if not inside:
+            continue
+        if isinstance(r, Reject):
+            m = re.search(r"\(lines (\d+)-(\d+)\)", r.reason)
+            assert m and int(m.group(1)) == starts[k] and max(inside) <= int(m.group(2)) < end, (r, inside)
+        else:  # a kept report spanning lines: they are one well-formed CSV record
+            span = "".join(physical[starts[k] - 1:max(inside)]).replace("\x00", "")
+            assert len(list(_csv.reader([span], strict=True))) == 1, (r, inside)
     kept = [r.report_id for r in records if isinstance(r, RawReport)]
     assert len(kept) == len(set(kept))
+    with pytest.MonkeyPatch.context() as mp:  # the C-reader fast path reads as the line rules alone do
+        mp.setattr(_CsvSplitter, "fast", False)
+        assert read_all(path) == records
     for r in records:
         if isinstance(r, RawReport):
             assert r.report_id and r.report_id == r.report_id.strip()
@@ -280,7 +293,8 @@ def test_streaming_memory_is_bounded(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert count == 10_000
-    assert peak < size / 4, (peak, size)  # only the id index grows, never the reports
+    # only the id index grows, never the reports (the reader holds one block of lines at a time)
+    assert peak < size / 4 + 4 * _BLOCK_CHARS, (peak, size)
 
 
 # ============================================================================= CSV: unusable input
