@@ -79,6 +79,12 @@ def build(
     placeholders: str = typer.Option("token", help="de-identification placeholders (XXXX, ___) in open answers: "
                                      "'token' (replaced by --placeholder-token) or 'drop' (their clauses left out)"),
     placeholder_token: str = typer.Option("___", help="what a run of placeholders becomes with --placeholders token"),
+    difference: bool = typer.Option(True, help="difference QA against each study's prior (diff_qa.parquet)"),
+    study_dates: Optional[Path] = typer.Option(None, help="CSV (.gz) with study_id, StudyDate[, StudyTime] for difference "
+                                              "QA (default for a MIMIC files/ tree: mimic-cxr-2.0.0-metadata.csv beside it)"),
+    study_date_column: Optional[str] = typer.Option(None, help="CSV input column with each study's date (difference QA)"),
+    study_time_column: Optional[str] = typer.Option(None, help="CSV input column with each study's time"),
+    max_prior_days: float = typer.Option(365.0, help="a prior older than this many days is no prior"),
     split_fractions: str = typer.Option("0.8,0.1,0.1", help="train,validate,test fractions of hashed patient splits"),
     balance_ratio: float = typer.Option(1.0, help="with --balance-yes-no: keep majority <= ratio x minority"),
     language: str = typer.Option("en", help="question template language (qa/templates/<language>.yaml) or a YAML path"),
@@ -107,6 +113,8 @@ def build(
         _fail("--probable-as must be positive or uncertain")
     if split_file is not None and not split_file.is_file():
         _fail(f"{split_file}: split file not found")
+    if study_dates is not None and not study_dates.is_file():
+        _fail(f"{study_dates}: study dates file not found")
     try:
         qa = QAConfig(granularities=granularities, question_types=question_types, max_pairs_per_report=max_pairs,
                       balance_yes_no=balance_yes_no, uncertain_policy=uncertain_policy, scheme=scheme,
@@ -114,7 +122,9 @@ def build(
                       split_fractions=split_fractions, balance_ratio=balance_ratio, language=language,
                       extra_templates=tuple(str(t) for t in templates),
                       concepts_file=str(concepts) if concepts else None, placeholders=placeholders,
-                      placeholder_token=placeholder_token)
+                      placeholder_token=placeholder_token, difference=difference,
+                      study_dates=str(study_dates) if study_dates else None, study_date_column=study_date_column,
+                      study_time_column=study_time_column, max_prior_days=max_prior_days)
         config = BuildConfig(workers=workers, batch_size=max(1, batch_size), parser=ParserConfig(probable_as=probable_as, cache_size=max(0, sentence_cache)),
                              qa=qa, progress=not quiet, overrides=str(overrides) if overrides else None)
         finish = None
@@ -155,7 +165,7 @@ def _write_accuracy(out: Path, gold: Path, gold_reports: Optional[Path], manifes
         _fail(str(exc).replace(str(out), str(shown)) if shown is not None else str(exc))
     (out / "accuracy.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     write_card(out, source or manifest["format"], Path(manifest["input"]), qa, manifest["rows"], accuracy=result,
-               answer_accuracy=manifest.get("overrides"))
+               answer_accuracy=manifest.get("overrides"), difference=manifest.get("difference"))
 
 
 @eval_app.command()

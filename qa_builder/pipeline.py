@@ -33,6 +33,8 @@ from qa_builder.labels import report_labels
 from qa_builder.mentions import MentionExtractor, ParserConfig, get_extractor
 from qa_builder.qa.card import (STATS_COLUMNS, empty_partial_stats, load_source_info, merge_partial_stats,
                                 partial_stats, write_data_card)
+from qa_builder.qa.difference import (DifferenceQuestions, build_difference, concept_states, encode_states,
+                                      find_study_dates, load_study_dates)
 from qa_builder.qa.generate import QAConfig, balance_table, get_generator
 from qa_builder.review.overrides import Overrides, empty_tally, merge_tally
 from qa_builder.review.overrides import finish as finish_overrides
@@ -132,6 +134,9 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch |
     generator = _WORKER["qa"]
     overrides = _WORKER.get("overrides")
     tally = empty_tally() if overrides is not None else None
+    qa_config: QAConfig = generator.config
+    diff: list[tuple] | None = [] if qa_config.difference else None  # per report: what difference QA needs
+    date_col, time_col = qa_config.study_date_column, qa_config.study_time_column
     hits, misses = extractor.cache_hits, extractor.cache_misses
     warnings = 0
     reports: list[dict] = []
@@ -161,6 +166,11 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch |
         rid = item.report_id
         labels.extend((rid, s, l, v) for s, l, v in report_labels(mentions, extractor.lexicon))
         qa_rows.extend(pairs)
+        if diff is not None:
+            subject, study = report["subject_id"], report["study_id"]
+            diff.append((rid, subject, study, report.get(date_col) if date_col else None,
+                         report.get(time_col) if time_col else None, generator.split_of(rid, subject, study),
+                         encode_states(concept_states(mentions))))
     schemas = _WORKER["schemas"]
     result: dict = {
         "reports": _dict_batch(schemas["reports"], reports),
@@ -175,6 +185,8 @@ def process_batch(items: list[RawReport | Reject]) -> dict[str, pa.RecordBatch |
                         "reports_with_warnings": warnings}
     if tally is not None:
         result["_review"] = tally
+    if diff is not None:
+        result["_diff"] = diff
     return result
 
 
@@ -330,7 +342,11 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
     reports = Path(reports)
     # Read before anything is written: a bad sheet is a one-line error and leaves OUT untouched.
     overrides = Overrides(config.overrides, config.qa.language, config.qa.extra_templates) if config.overrides else None
+    dates, dates_file = _study_dates(reports, fmt, config.qa)
     passthrough = passthrough_columns(reports, fmt, id_column)
+    for col in (config.qa.study_date_column, config.qa.study_time_column):
+        if col is not None and col not in passthrough:
+            raise ValueError(f"{reports}: no column {col!r} for study dates (columns kept: {passthrough[:12]})")
     notes = folder.open()  # checks OUT, locks it, finishes a killed run's switch, removes stale staging
     schemas = table_schemas(passthrough)
     writers = TableWriters(out, schemas)
@@ -346,6 +362,7 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
 
     card_counts = empty_partial_stats()
     review_tally = empty_tally()
+    diff_entries: list[tuple] = []
 
     def consume(result: dict) -> None:
         nonlocal done, rejected
@@ -354,6 +371,8 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
         merge_partial_stats(card_counts, result.pop("_card"))
         if "_review" in result:
             merge_tally(review_tally, result.pop("_review"))
+        if "_diff" in result:
+            diff_entries.extend(result.pop("_diff"))
         for name, batch in result.items():
             writers.write(name, batch)
         done += result["reports"].num_rows
@@ -379,6 +398,10 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
                 while pending:
                     consume(_unspill(pending.popleft().get()))
         progress.update(done, rejected, final=True)
+        difference = None
+        if config.qa.difference:  # pairs need every report: made here, once all are read
+            difference = _difference(diff_entries, dates, dates_file, config.qa, writers)
+            diff_entries = []
         if config.qa.balance_yes_no:  # drops rows: the card is counted again from the new table
             writers.replace("qa", lambda table: balance_table(table, config.qa))
             card_counts = None
@@ -388,7 +411,7 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
         if overrides is not None:
             review = finish_overrides(overrides, review_tally, _type_rows(writers.stage, card_counts))
         write_card(writers.stage, source or fmt, reports, config.qa, writers.rows, counts=card_counts,
-                   answer_accuracy=review)
+                   answer_accuracy=review, difference=difference)
         manifest = {
             "tool": "qa-build", "version": __version__,
             "input": str(reports), "input_sha256": _input_digest(reports), "format": fmt,
@@ -400,6 +423,8 @@ def _build(reports: Path, out: Path, config: BuildConfig, fmt: str | None, id_co
             # Files of an input folder that were not read (hidden, another type), by reason.
             "skipped_files": dict(sorted(skipped.items())),
         }
+        if difference is not None:
+            manifest["difference"] = difference
         if review is not None:
             manifest["overrides"] = review
         manifest["config_sha256"] = hashlib.sha256(json.dumps(manifest["config"], sort_keys=True).encode()).hexdigest()
@@ -425,8 +450,41 @@ def _type_rows(folder: Path, counts: dict | None) -> dict[str, int]:
     return dict(Counter(pq.read_table(folder / "qa.parquet", columns=["question_type"]).column(0).to_pylist()))
 
 
+def _study_dates(reports: Path, fmt: str | None, qa: QAConfig) -> tuple[dict | None, str | None]:
+    """study_id -> datetime from the dates file (given, or MIMIC-CXR's metadata beside a files/ tree);
+    None when the dates come from CSV columns or there are none."""
+    if not qa.difference or qa.study_date_column:
+        return None, None
+    path = Path(qa.study_dates) if qa.study_dates else None
+    if path is None and (fmt or detect_format(reports)) == "mimic":
+        path = find_study_dates(reports)
+    if path is None:
+        return None, None
+    return load_study_dates(path), str(path)
+
+
+def _difference(entries: list[tuple], dates: dict | None, dates_file: str | None, qa: QAConfig,
+                writers: TableWriters) -> dict:
+    """diff_qa.parquet and its manifest block (pairing counts, rows per type and source, days between)."""
+    gen = get_generator(qa)
+    questions = DifferenceQuestions(gen.templates, gen.concepts, qa.seed, gen.sep, gen.yes, gen.no, gen.none)
+    rows, summary = build_difference(entries, questions, dates, qa.max_prior_days)
+    schema = writers.schemas["diff_qa"]
+    for i in range(0, len(rows), 65_536):
+        writers.write("diff_qa", _tuple_batch(schema, rows[i:i + 65_536]))
+    by_type: dict[str, dict[str, int]] = {}
+    for r in rows:
+        t = by_type.setdefault(r[7], {})
+        t[r[10]] = t.get(r[10], 0) + 1
+    dates_from = dates_file or (f"columns {qa.study_date_column}" + (f", {qa.study_time_column}" if qa.study_time_column
+                                                                      else "") if qa.study_date_column else None)
+    return {"dates": dates_from, **summary, "rows_by_type_and_source": {t: dict(sorted(v.items()))
+                                                                       for t, v in sorted(by_type.items())}}
+
+
 def write_card(folder: Path, fmt: str, reports: Path, qa: QAConfig, rows: dict[str, int],
-               accuracy: dict | None = None, counts: dict | None = None, answer_accuracy: dict | None = None) -> None:
+               accuracy: dict | None = None, counts: dict | None = None, answer_accuracy: dict | None = None,
+               difference: dict | None = None) -> None:
     """data_card.md + stats.json for the qa.parquet in `folder`; `counts`: its merged partial_stats
     when the caller has them, else they are counted from the file; `answer_accuracy`: the manifest's
     `overrides` block of a build with a review sheet."""
@@ -437,4 +495,4 @@ def write_card(folder: Path, fmt: str, reports: Path, qa: QAConfig, rows: dict[s
         # Only the columns the statistics read: the question and evidence texts would triple the memory.
         counts = partial_stats(pq.read_table(folder / "qa.parquet", columns=list(STATS_COLUMNS)))
     write_data_card(folder, counts, rows["reports"], config=qa, source_info=source, accuracy=accuracy,
-                    rejects_count=rows["rejects"], answer_accuracy=answer_accuracy)
+                    rejects_count=rows["rejects"], answer_accuracy=answer_accuracy, difference=difference)

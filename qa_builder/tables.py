@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from qa_builder.qa.difference import DIFF_SCHEMA
 from qa_builder.qa.schema import QA_SCHEMA
 
 SECTION_COLUMNS = ("findings", "impression", "indication", "comparison", "history", "technique", "examination")
@@ -56,6 +57,7 @@ REJECTS_SCHEMA = pa.schema([("source", pa.string()), ("report_id", pa.string()),
 FREE_TEXT_COLUMNS = {
     "reports": ("source", *SECTION_COLUMNS),
     "qa": ("qa_id", "answer", "evidence_text"),
+    "diff_qa": ("qa_id", "answer"),
     "rejects": ("source", "reason"),
 }
 
@@ -73,12 +75,13 @@ def table_schemas(passthrough: list[str]) -> dict[str, pa.Schema]:
         "labels": LABELS_SCHEMA,
         "qa": QA_SCHEMA,
         "rejects": REJECTS_SCHEMA,
+        "diff_qa": DIFF_SCHEMA,
     }
 
 
 # Every file a run may write in OUT. A run removes the ones its own generation does not have (an
 # accuracy.json of an earlier --gold run must not outlive the tables it measured).
-OUTPUT_FILES = ("reports.parquet", "findings.parquet", "labels.parquet", "qa.parquet", "rejects.parquet",
+OUTPUT_FILES = ("reports.parquet", "findings.parquet", "labels.parquet", "qa.parquet", "rejects.parquet", "diff_qa.parquet",
                 "stats.json", "data_card.md", "accuracy.json", "manifest.json")
 LOCK_NAME = ".qa-build.lock"
 COMMIT_NAME = ".commit"

@@ -367,7 +367,7 @@ def test_switch_removes_stale_outputs_and_verify_catches_changes(tmp_path, small
 
     manifest = build(reports, out, QUICK, finish=with_accuracy)
     assert set(manifest["files"]) == {"accuracy.json", "data_card.md", "stats.json", *(
-        f"{t}.parquet" for t in ("reports", "findings", "labels", "qa", "rejects"))}
+        f"{t}.parquet" for t in ("reports", "findings", "labels", "qa", "rejects", "diff_qa"))}
     assert verify_out(out) == []
     build(reports, out, QUICK)
     assert not (out / "accuracy.json").exists() and verify_out(out) == []  # it measured older tables

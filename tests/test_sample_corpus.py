@@ -162,3 +162,4 @@ def test_generator_is_deterministic(tmp_path):
     assert module.main(["--out", str(tmp_path), "--quiet"]) == 0
     assert (tmp_path / "sample_reports.csv").read_bytes() == CSV_PATH.read_bytes()
     assert (tmp_path / "sample_truth.jsonl").read_bytes() == TRUTH_PATH.read_bytes()
+    assert (tmp_path / "sample_study_dates.csv").read_bytes() == (DATA / "sample_study_dates.csv").read_bytes()

@@ -998,6 +998,32 @@ def serialise(rows, truths):
     return buf.getvalue().encode("utf-8"), jl.encode("utf-8")
 
 
+def study_dates(rows):
+    """MIMIC-style study dates (subject_id, study_id, StudyDate, StudyTime), in report order: a subject's
+    studies follow each other by 1 to 120 days. From hashes of the ids, not the generator's random
+    stream, so the reports stay as they were."""
+    import datetime as dt
+    import hashlib
+
+    def h(*parts):
+        return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:8], "big")
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["subject_id", "study_id", "StudyDate", "StudyTime"])
+    last = {}
+    for r in rows:
+        sid, st = r["subject_id"], r["study_id"]
+        if sid in last:
+            day = last[sid] + dt.timedelta(days=1 + h(st, "gap") % 120)
+        else:
+            day = dt.date(2130, 1, 1) + dt.timedelta(days=h(sid, "first") % 3650)
+        last[sid] = day
+        secs = h(st, "time") % 86400
+        w.writerow([sid, st, day.strftime("%Y%m%d"), f"{secs // 3600:02d}{secs // 60 % 60:02d}{secs % 60:02d}.000"])
+    return buf.getvalue().encode("utf-8")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE, help="output folder (default: next to this script)")
@@ -1032,6 +1058,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sample_reports.csv").write_bytes(csv_bytes)
     (args.out / "sample_truth.jsonl").write_bytes(jl_bytes)
+    (args.out / "sample_study_dates.csv").write_bytes(study_dates(rows))
     if not args.quiet:
         n_m = sum(len(t["mentions"]) for t in truths)
         print(f"{len(rows)} reports, {len({r['subject_id'] for r in rows})} subjects, {n_m} truth entries "

@@ -27,7 +27,7 @@ def _error(console: Console, message: str) -> int:
 def run_inspect(out: Path, *, concept: str | None = None, question_type: str | None = None,
                 split: str | None = None, report: str | None = None, granularity: str | None = None,
                 sql: str | None = None, html: Path | None = None, n: int = 10, seed: int = 0,
-                console: Console | None = None, html_rows: int = HTML_SAMPLE_ROWS) -> int:
+                console: Console | None = None, html_rows: int = HTML_SAMPLE_ROWS, difference: bool = False) -> int:
     """Prints summaries and ``n`` sample pairs (or the result of ``sql``) for the tables in ``out``;
     with ``html`` also writes the HTML report. Returns the process exit code."""
     out_console = console if console is not None else Console()
@@ -40,6 +40,10 @@ def run_inspect(out: Path, *, concept: str | None = None, question_type: str | N
         if sql is not None:
             return _run_sql(od, sql, out_console, err_console, html=html, flt=flt, n=n, seed=seed,
                             html_rows=html_rows)
+        if difference:
+            from .difference import render_difference
+            render_difference(od, out_console, n, seed)
+            return 0
         od.check_filters(flt)
         stats = compute_stats(od, flt, concept_filter=concept)
         samples = fetch_samples(od, n, seed)

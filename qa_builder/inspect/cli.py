@@ -21,12 +21,13 @@ def inspect(
                                                           "labels, qa, rejects and print the result"),
     html: Optional[Path] = typer.Option(None, "--html", help="also write a self-contained HTML report here"),
     n: int = typer.Option(10, "-n", "--n", min=0, help="number of sample QA pairs to print"),
+    difference: bool = typer.Option(False, "--difference", help="show diff_qa.parquet (difference QA) instead"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
 ) -> None:
     from . import run_inspect
 
     code = run_inspect(out, concept=concept, question_type=question_type, split=split, report=report,
-                       granularity=granularity, sql=sql, html=html, n=n, seed=seed)
+                       granularity=granularity, sql=sql, html=html, n=n, seed=seed, difference=difference)
     raise typer.Exit(code)
 
 

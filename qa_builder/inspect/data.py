@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 REQUIRED_TABLES = ("reports", "findings", "labels", "qa")
-OPTIONAL_TABLES = ("rejects",)
+OPTIONAL_TABLES = ("rejects", "diff_qa")
 ALL_TABLES = REQUIRED_TABLES + OPTIONAL_TABLES
 
 # Columns the inspector reads; anything else in the schema is optional here.
@@ -26,6 +26,7 @@ REQUIRED_COLUMNS = {
     "qa": ("qa_id", "report_id", "granularity", "question_type", "question", "answer", "concept",
            "evidence", "evidence_text", "split"),
     "rejects": ("reason",),
+    "diff_qa": ("qa_id", "report_id", "question_type", "question", "answer", "source", "days_between"),
 }
 
 # filter option name -> qa column
@@ -114,9 +115,14 @@ class OutDir:
             try:
                 if file.is_file():
                     self.con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({sql_str(str(file))})")
-                else:  # rejects is optional: an empty, typed stand-in keeps --sql queries working
+                elif table == "rejects":  # optional: an empty, typed stand-in keeps --sql queries working
                     self.con.execute("CREATE VIEW rejects AS SELECT NULL::VARCHAR AS source, "
                                      "NULL::VARCHAR AS report_id, NULL::VARCHAR AS reason WHERE false")
+                else:  # diff_qa: a build from before difference QA
+                    self.con.execute("CREATE VIEW diff_qa AS SELECT NULL::VARCHAR AS qa_id, NULL::VARCHAR AS report_id, "
+                                     "NULL::VARCHAR AS question_type, NULL::VARCHAR AS question, "
+                                     "NULL::VARCHAR AS answer, NULL::VARCHAR AS source, "
+                                     "NULL::DOUBLE AS days_between WHERE false")
                 self.columns[table] = {r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()}
             except duckdb.Error as exc:
                 raise InspectError(f"{file}: unreadable Parquet ({first_line(exc)})") from None

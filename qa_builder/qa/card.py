@@ -276,7 +276,8 @@ def load_source_info(name: str, sources_file: str | Path = SOURCES_FILE) -> dict
 def render_card(stats: Mapping[str, Any], template_path: str | Path | None = None,
                 source_info: Mapping[str, Any] | None = None,
                 accuracy: Mapping[str, Any] | None = None,
-                answer_accuracy: Mapping[str, Any] | None = None) -> str:
+                answer_accuracy: Mapping[str, Any] | None = None,
+                difference: Mapping[str, Any] | None = None) -> str:
     """The data card markdown: the template with every $placeholder filled from stats/source/accuracy.
 
     answer_accuracy: the manifest's `overrides` block (`qa-build --overrides`); its section is only
@@ -333,13 +334,37 @@ def render_card(stats: Mapping[str, Any], template_path: str | Path | None = Non
         "answer_length_table": lengths,
         "accuracy_section": _accuracy_section(accuracy),
         "answer_accuracy_section": _answer_accuracy_section(answer_accuracy),
+        "difference_section": _difference_section(difference),
         "config_json": json.dumps(config, indent=2, sort_keys=True) if config else "{}",
         "schema_version": stats.get("schema_version", ""),
     }
     text = Path(template_path or DEFAULT_TEMPLATE).read_text(encoding="utf-8")
-    if fields["answer_accuracy_section"] and "$answer_accuracy_section" not in text:
-        text = text.rstrip("\n") + "\n$answer_accuracy_section\n"  # a user template without the placeholder
+    for name in ("answer_accuracy_section", "difference_section"):
+        if fields[name] and f"${name}" not in text:
+            text = text.rstrip("\n") + f"\n${name}\n"  # a user template without the placeholder
     return string.Template(text).safe_substitute(fields)
+
+
+def _difference_section(block: Mapping[str, Any] | None) -> str:
+    """diff_qa.parquet in the card: how studies were paired, pairs per type and source, days between."""
+    if not block or not block.get("studies", {}).get("paired"):
+        return ""
+    studies = block["studies"]
+    by_type = block.get("rows_by_type_and_source", {})
+    sources = ("stated", "derived", "mixed")
+    rows = [[t, *(v.get(s, 0) for s in sources), sum(v.values())] for t, v in by_type.items()]
+    total = {s: sum(v.get(s, 0) for v in by_type.values()) for s in sources}
+    n = max(sum(total.values()), 1)
+    return "\n\n## Difference QA (diff_qa.parquet)\n\n" + "\n\n".join([
+        f"Each study is paired with its patient's previous study (dates from "
+        f"`{block.get('dates') or 'none'}`; a prior older than {block.get('max_prior_days'):g} days is none). Answers are the current report's own comparison "
+        "(stated) or the difference of the two reports' findings (derived); silence is never read as absence.",
+        _table(["studies", "count"], [[k.replace("_", " "), v] for k, v in studies.items()]),
+        _table(["question type", *sources, "pairs"], rows),
+        f"Stated {_pct(total['stated'] / n)}, derived {_pct(total['derived'] / n)}, a list of both "
+        f"{_pct(total['mixed'] / n)}.",
+        _table(["days between", "pairs of studies"], [[k, v] for k, v in block.get("days_between", {}).items()]),
+    ])
 
 
 def _answer_accuracy_section(block: Mapping[str, Any] | None) -> str:
@@ -353,7 +378,8 @@ def _answer_accuracy_section(block: Mapping[str, Any] | None) -> str:
 def write_data_card(out_dir: str | Path, qa_table: pa.Table | Mapping[str, Any], reports_count: int, *,
                     config: QAConfig | None = None, source_info: Mapping[str, Any] | None = None,
                     accuracy: Mapping[str, Any] | None = None, template_path: str | Path | None = None,
-                    rejects_count: int | None = None, answer_accuracy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    rejects_count: int | None = None, answer_accuracy: Mapping[str, Any] | None = None,
+                    difference: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write OUT/stats.json and OUT/data_card.md (call after OUT/qa.parquet is written); return stats.
 
     qa_table: the qa table, or its counts from partial_stats (merged over batches)."""
@@ -371,7 +397,9 @@ def write_data_card(out_dir: str | Path, qa_table: pa.Table | Mapping[str, Any],
         stats["answer_accuracy"] = {"file": answer_accuracy["file"], "sha256": answer_accuracy["sha256"],
                                     "counts": answer_accuracy["counts"], "by_type": score["by_type"],
                                     "table_estimate": score["table_estimate"], "headline": score["headline"]}
+    if difference and difference.get("studies", {}).get("paired"):  # manifest.json has the counts either way
+        stats["difference"] = dict(difference)
     (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "data_card.md").write_text(render_card(stats, template_path, source_info, accuracy, answer_accuracy),
-                                      encoding="utf-8")
+    (out / "data_card.md").write_text(render_card(stats, template_path, source_info, accuracy, answer_accuracy,
+                                                  difference), encoding="utf-8")
     return stats

@@ -72,6 +72,14 @@ class QAConfig:
     # placeholder_token instead, 'drop' leaves out the clauses that hold one (qa/text.py).
     placeholders: str = "token"
     placeholder_token: str = "___"
+    # Difference QA (diff_qa.parquet, qa/difference.py): study dates from a CSV with study_id, StudyDate
+    # [, StudyTime] (MIMIC-CXR's metadata CSV, found beside a files/ tree when not given), or from a
+    # column (and time column) of a CSV input; a prior is the subject's previous study within max_prior_days.
+    difference: bool = True
+    study_dates: str | None = None
+    study_date_column: str | None = None
+    study_time_column: str | None = None
+    max_prior_days: float = 365.0
 
     def __post_init__(self) -> None:
         # Coerce lists or "a,b" strings (from a CLI or JSON) to tuples: the config must stay
@@ -104,6 +112,8 @@ class QAConfig:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if not self.enabled_types():
             raise ValueError("no question type left: check granularities and question_types together")
+        if not self.max_prior_days > 0:
+            raise ValueError("max_prior_days must be > 0")
         if not self.balance_ratio >= 1.0:
             raise ValueError("balance_ratio must be >= 1.0")
         check_fractions(self.split_fractions)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import pyarrow as pa
@@ -265,7 +266,7 @@ class DifferenceQuestions:
             out.append(self._row(cur_id, len(out), head, "diff_resolved", self._question("diff_resolved", cur_id, ""),
                                  self.sep.join(names) if names else self.none, src, None,
                                  [i for c in resolved for i in (cur.get(c) or _EMPTY).evidence],
-                                 [i for c in (resolved or before) for i in prior[c].evidence], split))
+                                 [i for c in (resolved or before) for i in (prior.get(c) or _EMPTY).evidence], split))
         return out
 
     def _order(self, cid: str) -> tuple[int, str]:
@@ -289,3 +290,98 @@ _EMPTY = ConceptState("absent", None, ())
 
 def _source(sources: set[str]) -> str:
     return "stated" if sources == {"stated"} else "derived" if sources == {"derived"} else "mixed"
+
+
+# -- a corpus -------------------------------------------------------------------------------------
+#
+# Workers send, per report, (report id, subject, study, date, time, split, encoded states): a few dozen
+# bytes, so the parent holds a whole corpus's states (MIMIC-CXR: ~227k reports) without Python objects per
+# mention, and pairs them once every report is read.
+
+_SEP_CONCEPT, _SEP_FIELD = "\x1e", "\x1f"
+
+
+def encode_states(states: Mapping[str, ConceptState]) -> str:
+    return _SEP_CONCEPT.join(_SEP_FIELD.join((c, s.status, s.change or "", ",".join(map(str, s.evidence))))
+                             for c, s in states.items())
+
+
+def decode_states(text: str) -> dict[str, ConceptState]:
+    out: dict[str, ConceptState] = {}
+    for part in text.split(_SEP_CONCEPT) if text else ():
+        c, status, change, ids = part.split(_SEP_FIELD)
+        out[c] = ConceptState(status, change or None, tuple(int(i) for i in ids.split(",")) if ids else ())
+    return out
+
+
+def load_study_dates(path: str | Path) -> dict[str, dt.datetime]:
+    """study_id -> date and time from a CSV (or .csv.gz) with columns study_id, StudyDate and optionally
+    StudyTime: MIMIC-CXR's mimic-cxr-2.0.0-metadata.csv (one row per image; a study's earliest)."""
+    import csv
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    out: dict[str, dt.datetime] = {}
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            if "study_id" not in cols or "StudyDate" not in cols:
+                raise ValueError(f"{path}: study dates need the columns study_id and StudyDate (found {cols[:8]})")
+            for row in reader:
+                when = parse_when(row.get("StudyDate"), row.get("StudyTime"))
+                sid = (row.get("study_id") or "").strip()
+                if sid and when is not None and (sid not in out or when < out[sid]):
+                    out[sid] = when
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read study dates ({exc.strerror or exc})") from None
+    return out
+
+
+def find_study_dates(reports: Path) -> Path | None:
+    """MIMIC-CXR's metadata CSV beside a files/ tree (the tree itself, its parent or grandparent)."""
+    reports = Path(reports)
+    for folder in (reports, reports.parent, reports.parent.parent):
+        for name in ("mimic-cxr-2.0.0-metadata.csv", "mimic-cxr-2.0.0-metadata.csv.gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def build_difference(entries: Sequence[tuple], questions: DifferenceQuestions, dates: Mapping[str, dt.datetime] | None,
+                     max_prior_days: float) -> tuple[list[tuple], dict]:
+    """DIFF_SCHEMA rows (current reports in input order) and the manifest's summary of the pairing.
+
+    `entries`: (report_id, subject_id, study_id, date text, time text, split, encoded states) per report;
+    `dates`: study_id -> datetime (a dates file), else the entries' own date and time text."""
+    refs, by_id = [], {}
+    for e in entries:
+        rid, subject, study = e[0], e[1], e[2]
+        when = dates.get(str(study)) if dates is not None and study is not None else parse_when(e[3], e[4])
+        refs.append(StudyRef(rid, subject, study, when))
+        by_id[rid] = e
+    pairs, counts = pair_studies(refs, max_prior_days)
+    rows: list[tuple] = []
+    days_hist: dict[str, int] = {}
+    for e in entries:
+        got = pairs.get(e[0])
+        if got is None:
+            continue
+        prior_id, days = got
+        p = by_id[prior_id]
+        rows += questions.rows(e[0], e[1], e[2], prior_id, p[2], days, e[5], decode_states(e[6]), decode_states(p[6]))
+        days_hist[_days_bin(days)] = days_hist.get(_days_bin(days), 0) + 1
+    summary = {"studies": counts, "max_prior_days": max_prior_days,
+               "days_between": {b: days_hist.get(b, 0) for b in DAYS_BINS}}
+    return rows, summary
+
+
+DAYS_BINS = ("<= 1", "<= 7", "<= 30", "<= 90", "<= 180", "<= 365", "> 365")
+
+
+def _days_bin(days: float) -> str:
+    for b, limit in zip(DAYS_BINS, (1, 7, 30, 90, 180, 365)):
+        if days <= limit:
+            return b
+    return DAYS_BINS[-1]

@@ -130,17 +130,7 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         rid = str(report["report_id"])
         subject = report.get("subject_id")
         subject = None if subject is None else str(subject)
-        if self.split_map is None:  # what split_for_report does without a split file
-            who = subject if subject is not None else rid
-            split = self._splits.get(who)
-            if split is None:
-                split = assign_split(who, self.fractions, self.seed)
-                if len(self._splits) < 200_000:
-                    self._splits[who] = split
-        else:
-            study = report.get("study_id")
-            split = split_for_report(rid, subject, None if study is None else str(study), self.fractions, self.seed,
-                                     self.split_map)
+        split = self.split_of(rid, subject, report.get("study_id"))
         # the only per-report hash (= stable_hash(seed, rid)); questions and capping mix from it
         hasher = self._base_hasher.copy()
         hasher.update(rid.encode())
@@ -217,6 +207,19 @@ class QAGenerator(Wording, CoarseQuestions, RegionQuestions, FineQuestions, Clos
         if cap is not None and len(out) > cap:
             out = self._cap(base, rid, out, vkeys, cap)
         return out
+
+    def split_of(self, rid: str, subject: str | None, study) -> str:
+        """The report's split (patient-level; the split file's when one is given)."""
+        if self.split_map is None:  # what split_for_report does without a split file
+            who = subject if subject is not None else rid
+            split = self._splits.get(who)
+            if split is None:
+                split = assign_split(who, self.fractions, self.seed)
+                if len(self._splits) < 200_000:
+                    self._splits[who] = split
+            return split
+        return split_for_report(rid, subject, None if study is None else str(study), self.fractions, self.seed,
+                                self.split_map)
 
     def _asked_once(self, groups: dict) -> None:
         """Of the concepts one statement (same sentence and span) gives, only the first of their
