@@ -27,7 +27,7 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 qa: $(STAMP)
-	$(BIN)/qa-build qa_builder/data/sample_reports.csv out/sample
+	$(BIN)/qa-build qa_builder/data/sample_reports.csv out/sample --study-dates qa_builder/data/sample_study_dates.csv
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_qa_build.py --reports 20000

@@ -83,6 +83,8 @@ def test_manifest_and_card_count_what_was_written(built):
     assert sum(sum(v.values()) for v in diff["rows_by_type_and_source"].values()) == \
         pq.read_metadata(built / "diff_qa.parquet").num_rows
     assert "diff_qa.parquet" in manifest["files"]
+    assert diff["days_between"][:3] == [["<= 1", 1], ["<= 7", 0], ["<= 30", 0]]   # s11->s12 is 22 h, s10->s11 56 d
+    assert diff["days_between"][3] == ["<= 90", 1]
     card = (built / "data_card.md").read_text()
     assert "Difference QA" in card and "dates.csv" in card
 

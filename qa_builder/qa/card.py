@@ -363,7 +363,7 @@ def _difference_section(block: Mapping[str, Any] | None) -> str:
         _table(["question type", *sources, "pairs"], rows),
         f"Stated {_pct(total['stated'] / n)}, derived {_pct(total['derived'] / n)}, a list of both "
         f"{_pct(total['mixed'] / n)}.",
-        _table(["days between", "pairs of studies"], [[k, v] for k, v in block.get("days_between", {}).items()]),
+        _table(["days between", "pairs of studies"], [list(b) for b in block.get("days_between", [])]),
     ])
 
 

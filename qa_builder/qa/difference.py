@@ -373,7 +373,7 @@ def build_difference(entries: Sequence[tuple], questions: DifferenceQuestions, d
         rows += questions.rows(e[0], e[1], e[2], prior_id, p[2], days, e[5], decode_states(e[6]), decode_states(p[6]))
         days_hist[_days_bin(days)] = days_hist.get(_days_bin(days), 0) + 1
     summary = {"studies": counts, "max_prior_days": max_prior_days,
-               "days_between": {b: days_hist.get(b, 0) for b in DAYS_BINS}}
+               "days_between": [[b, days_hist.get(b, 0)] for b in DAYS_BINS]}   # a list: JSON keeps its order
     return rows, summary
 
 
